@@ -1,0 +1,1 @@
+"""jaxgen: generative image models on one sharded JAX trainer."""

@@ -1,0 +1,59 @@
+"""orbax CheckpointManager holding train state, data-iterator state and config together."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import grain
+import ml_collections
+import orbax.checkpoint as ocp
+
+CHECKPOINT_DIR = 'checkpoints'
+
+
+def _to_json(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  return json.loads(config.to_json())
+
+
+class Checkpointer:
+  """Saves every `every` steps (async), keeps the newest `keep`, restores the latest."""
+
+  def __init__(self, workdir: str, *, every: int, keep: int, use_async: bool = True):
+    self.directory = os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR))
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=keep, save_interval_steps=every, enable_async_checkpointing=use_async,
+        cleanup_tmp_directories=True, create=True)
+    self.manager = ocp.CheckpointManager(self.directory, options=options)
+
+  def latest_step(self) -> int | None:
+    return self.manager.latest_step()
+
+  def save(self, step: int, state: Any, data_iterator: grain.DatasetIterator | None,
+           config: ml_collections.ConfigDict, *, force: bool = False) -> bool:
+    if not force and not self.manager.should_save(step):
+      return False
+    items = {'state': ocp.args.StandardSave(state),
+             'config': ocp.args.JsonSave(_to_json(config))}
+    if data_iterator is not None:
+      items['data'] = grain.checkpoint.CheckpointSave(data_iterator)
+    return self.manager.save(step, args=ocp.args.Composite(**items), force=force)
+
+  def restore(self, step: int, target: Any, data_iterator: grain.DatasetIterator | None = None
+              ) -> Any:
+    """State restored onto `target` (ShapeDtypeStructs with shardings); iterator in place."""
+    items = {'state': ocp.args.StandardRestore(target)}
+    if data_iterator is not None:
+      items['data'] = grain.checkpoint.CheckpointRestore(data_iterator)
+    return self.manager.restore(step, args=ocp.args.Composite(**items))['state']
+
+  def restore_config(self, step: int) -> ml_collections.ConfigDict:
+    restored = self.manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
+    return ml_collections.ConfigDict(restored['config'])
+
+  def wait(self) -> None:
+    self.manager.wait_until_finished()
+
+  def close(self) -> None:
+    self.manager.close()

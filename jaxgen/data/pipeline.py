@@ -1,0 +1,120 @@
+"""TFDS source -> grain pipeline -> sharded global batches.
+
+Every process reads only its own slice of the dataset (`process_index::process_count`)
+and batches of `global_batch_size / process_count` examples; the trainer turns
+those into global `jax.Array`s with `jax.make_array_from_process_local_data`,
+also with one process, so single-host and multi-host runs share one code path.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import grain
+import jax
+import ml_collections
+import numpy as np
+import tensorflow_datasets as tfds
+from PIL import Image
+
+from jaxgen.data import fashion_mnist
+
+
+class DataError(ValueError):
+  """A dataset that cannot be read as configured; the message says how to fix it."""
+
+
+def load_source(cfg: ml_collections.ConfigDict, split: str | None = None):
+  """A random-access source (`len`, `__getitem__`) for the configured TFDS split."""
+  split = split or cfg.split
+  data_dir = cfg.data_dir or None
+  try:
+    source = tfds.data_source(cfg.name, split=split, data_dir=data_dir, download=False)
+  except (tfds.core.DatasetNotFoundError, AssertionError, KeyError) as e:
+    if cfg.name != 'fashion_mnist':
+      raise DataError(f'TFDS dataset {cfg.name!r} is not prepared in data_dir={data_dir!r}: '
+                      f'prepare it with `tfds build {cfg.name}` (needs the internet) or set '
+                      '--config.data.data_dir to where it is.') from e
+    logging.info('TFDS fashion_mnist not prepared; using the IDX files in %s', cfg.manual_dir)
+    try:
+      source = fashion_mnist.data_source(split, data_dir, cfg.manual_dir)
+    except (FileNotFoundError, fashion_mnist.IdxFormatError) as e2:
+      raise DataError(str(e2)) from e2
+  except ValueError as e:
+    raise DataError(f'data.split={split!r} of {cfg.name!r}: {e}') from e
+  if len(source) == 0:
+    raise DataError(f'data.split={split!r} of {cfg.name!r} is empty')
+  return source
+
+
+def preprocess_image(image: np.ndarray, cfg: ml_collections.ConfigDict) -> np.ndarray:
+  """uint8 [H, W, C] -> float32 [size, size, channels] in [-1, 1], padded or resized."""
+  image = np.asarray(image)
+  if image.ndim == 2:
+    image = image[..., None]
+  if image.ndim != 3 or image.shape[-1] != cfg.channels or image.dtype != np.uint8:
+    raise DataError(f'{cfg.name}: got an image of shape {image.shape} and dtype {image.dtype}; '
+                    f'data.channels={cfg.channels} expects uint8 [H, W, {cfg.channels}]')
+  size = cfg.image_size
+  height, width = image.shape[:2]
+  if cfg.resize == 'resize' and (height, width) != (size, size):
+    side = min(height, width)  # centre square crop, then area-aware resize
+    top, left = (height - side) // 2, (width - side) // 2
+    crop = image[top:top + side, left:left + side]
+    pil = Image.fromarray(crop[..., 0] if cfg.channels == 1 else crop)
+    image = np.asarray(pil.resize((size, size), Image.BICUBIC)).reshape(size, size, -1)
+  out = image.astype(np.float32) / 127.5 - 1.0
+  if cfg.resize == 'pad' and (height, width) != (size, size):
+    if height > size or width > size:
+      raise DataError(f'data.resize="pad" cannot pad {height}x{width} to {size}x{size}')
+    top, left = (size - height) // 2, (size - width) // 2
+    out = np.pad(out, ((top, size - height - top), (left, size - width - left), (0, 0)),
+                 constant_values=-1.0)
+  if out.shape[:2] != (size, size):
+    raise DataError(f'{cfg.name}: images are {height}x{width} but data.image_size={size}; set '
+                    'data.resize to "pad" or "resize"')
+  return out
+
+
+def make_dataset(cfg: ml_collections.ConfigDict, global_batch_size: int, seed: int,
+                 *, process_index: int | None = None, process_count: int | None = None,
+                 split: str | None = None, repeat: bool = True) -> grain.MapDataset:
+  """The grain pipeline of this process's shard: shuffle, decode, flip, batch, repeat."""
+  process_index = jax.process_index() if process_index is None else process_index
+  process_count = jax.process_count() if process_count is None else process_count
+  if global_batch_size % process_count:
+    raise DataError(f'global_batch_size={global_batch_size} is not divisible by the '
+                    f'{process_count} processes')
+  source = load_source(cfg, split)
+  ds = grain.MapDataset.source(source)[process_index::process_count]
+  local_batch = global_batch_size // process_count
+  if len(ds) < local_batch:
+    raise DataError(f'{cfg.name}: this process holds {len(ds)} examples, fewer than one batch '
+                    f'of {local_batch}')
+  ds = ds.seed(seed).shuffle()
+  if repeat:
+    ds = ds.repeat(None)  # reshuffled every epoch
+
+  def decode(example: dict[str, Any], rng: np.random.Generator) -> dict[str, np.ndarray]:
+    image = preprocess_image(example[cfg.image_key], cfg)
+    if cfg.random_flip and rng.random() < 0.5:
+      image = image[:, ::-1]
+    out = {'image': np.ascontiguousarray(image)}
+    if cfg.label_key:
+      out['label'] = np.asarray(example[cfg.label_key], np.int32)
+    return out
+
+  return ds.random_map(decode).batch(local_batch, drop_remainder=True)
+
+
+def make_iterator(ds: grain.MapDataset, num_threads: int) -> grain.DatasetIterator:
+  """A checkpointable iterator (its state goes into the orbax checkpoint)."""
+  read = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=2 * num_threads)
+  return iter(ds.to_iter_dataset(read))
+
+
+def global_batch(local: dict[str, np.ndarray], sharding: jax.sharding.Sharding
+                 ) -> dict[str, jax.Array]:
+  """Assemble per-process batches into global arrays sharded along the batch axis."""
+  return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in local.items()}

@@ -1,0 +1,37 @@
+"""Process start-up shared by the command-line programs: JAX devices, multi-process init,
+and one-line fatal errors."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from absl import flags, logging
+
+flags.DEFINE_integer('num_cpu_devices', None,
+                     'Simulated CPU devices (default: one per core). Ignored on TPU/GPU.')
+flags.DEFINE_string('coordinator_address', None,
+                    'host:port of process 0, for multi-process runs outside Cloud TPU / SLURM.')
+flags.DEFINE_integer('num_processes', None, 'Number of processes (with --coordinator_address).')
+flags.DEFINE_integer('process_id', None, 'This process\'s index (with --coordinator_address).')
+FLAGS = flags.FLAGS
+
+
+def configure_jax() -> None:
+  """Set devices and join a multi-process job; must run before JAX picks a backend."""
+  import jax
+
+  if not FLAGS['verbosity'].present:  # orbax logs every save at INFO
+    logging.set_verbosity(logging.WARNING)
+  # On CPU, XLA uses the cores better with the batch sharded one device per core.
+  jax.config.update('jax_num_cpu_devices', FLAGS.num_cpu_devices or os.cpu_count() or 1)
+  if FLAGS.coordinator_address:
+    jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+  elif int(os.environ.get('SLURM_NTASKS', '1')) > 1:
+    jax.distributed.initialize()  # auto-detects the SLURM job layout
+
+
+def fail(message: str) -> None:
+  """Exit with one line naming the problem (no traceback: the message says the fix)."""
+  print(f'jaxgen: error: {message}', file=sys.stderr, flush=True)
+  sys.exit(2)

@@ -1,0 +1,80 @@
+"""jaxgen-sample: draw images from a trained run's checkpoint (EMA parameters).
+
+  jaxgen-sample --workdir=runs/demo --num_images=64 --sampler=ddim --steps=100
+
+Writes `<output>.png` (a grid) and `<output>.npz` (`images`: uint8 [N, H, W, C]).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from absl import app, flags
+
+from jaxgen import runtime
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string('workdir', None, 'A training workdir (holds checkpoints/).')
+flags.DEFINE_integer('step', None, 'Checkpoint step to sample from (default: the latest).')
+flags.DEFINE_integer('num_images', 64, 'How many images.')
+flags.DEFINE_string('sampler', None, 'Sampler name (default: the config\'s), e.g. ddim, ddpm.')
+flags.DEFINE_integer('steps', None, 'Sampler steps (default: the config\'s).')
+flags.DEFINE_float('eta', None, 'DDIM eta: 0 deterministic, 1 ancestral (default: the config\'s).')
+flags.DEFINE_integer('seed', 0, 'Sampling seed.')
+flags.DEFINE_string('output', None, 'Output path without extension '
+                    '(default: <workdir>/samples/sample_<step>_<sampler><steps>).')
+flags.mark_flags_as_required(['workdir'])
+
+
+def sample_from_workdir(workdir: str, *, step: int | None, num_images: int, seed: int,
+                        **sample_kwargs) -> tuple[np.ndarray, int, dict]:
+  """uint8 samples from the checkpoint at `step` (latest if None), its step, and the config."""
+  import jax
+
+  from jaxgen import checkpoint, train
+
+  ckpt = checkpoint.Checkpointer(workdir, every=1, keep=1_000_000, use_async=False)
+  step = ckpt.latest_step() if step is None else step
+  if step is None:
+    raise FileNotFoundError(f'no checkpoint in {ckpt.directory}; train first with jaxgen-train')
+  config = ckpt.restore_config(step)
+  # Sampling needs no training batch: lay the model out on whatever devices are here.
+  config.mesh.data, config.mesh.fsdp = -1, 1
+  config.global_batch_size = jax.device_count()
+  s = train.setup(config)
+  state = ckpt.restore(step, s.restore_target)
+  sample_kwargs = {k: v for k, v in sample_kwargs.items() if v is not None}
+  images = train.jit_sample(s, num_images, **sample_kwargs)(state, jax.random.key(seed))
+  ckpt.close()
+  return np.asarray(images), step, config
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    runtime.fail(f'unexpected arguments {argv[1:]}')
+  runtime.configure_jax()
+  from jaxgen import metrics
+
+  try:
+    images, step, config = sample_from_workdir(
+        FLAGS.workdir, step=FLAGS.step, num_images=FLAGS.num_images, seed=FLAGS.seed,
+        sampler=FLAGS.sampler, steps=FLAGS.steps, eta=FLAGS.eta)
+  except (FileNotFoundError, ValueError) as e:
+    runtime.fail(str(e))
+  sampler = FLAGS.sampler or config.diffusion.sampler
+  steps = FLAGS.steps or config.diffusion.sample_steps
+  output = FLAGS.output or os.path.join(FLAGS.workdir, 'samples',
+                                        f'sample_{step:07d}_{sampler}{steps}')
+  os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+  metrics.save_png(output + '.png', metrics.image_grid(images))
+  np.savez_compressed(output + '.npz', images=images)
+  print(f'wrote {output}.png and {output}.npz ({len(images)} images, step {step})')
+
+
+def run() -> None:
+  app.run(main)
+
+
+if __name__ == '__main__':
+  run()

@@ -1,0 +1,26 @@
+"""Train-state pytree helpers: the state is a plain dict of arrays."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+State = dict[str, Any]
+
+
+def ema_decay_at(step: jax.Array, decay: float, warmup: bool) -> jax.Array:
+  """The EMA decay at `step`; with warm-up, min(decay, (1 + step) / (10 + step))."""
+  if not warmup:
+    return jnp.asarray(decay, jnp.float32)
+  step = step.astype(jnp.float32)
+  return jnp.minimum(decay, (1.0 + step) / (10.0 + step))
+
+
+def ema_update(ema_params: Any, params: Any, decay: jax.Array) -> Any:
+  return jax.tree_util.tree_map(lambda e, p: e + (1.0 - decay) * (p - e), ema_params, params)
+
+
+def count_params(tree: Any) -> int:
+  return sum(int(x.size) for x in jax.tree_util.tree_leaves(tree))

@@ -1,0 +1,145 @@
+"""The one training loop. It knows meshes, state, data, checkpoints and metrics, and
+nothing about any model family: those are objectives from the registry."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from jax.experimental import multihost_utils
+
+from jaxgen import checkpoint, metrics, registry, sharding, validate
+from jaxgen.data import pipeline
+from jaxgen.objectives import Objective
+
+SAMPLES_DIR = 'samples'
+
+
+@dataclasses.dataclass
+class Setup:
+  """Everything derived from a config before training: mesh, objective, shardings."""
+
+  config: ml_collections.ConfigDict
+  mesh: jax.sharding.Mesh
+  objective: Objective
+  abstract_state: Any
+  state_shardings: Any
+  batch_sharding: jax.sharding.NamedSharding
+
+  @property
+  def restore_target(self) -> Any:
+    return sharding.with_shardings(self.abstract_state, self.state_shardings)
+
+
+def setup(config: ml_collections.ConfigDict, devices=None) -> Setup:
+  """Validate the config, build the mesh and the objective, lay out the state."""
+  devices = list(devices if devices is not None else jax.devices())
+  validate.validate(config, len(devices), jax.process_count(), registry.known_values(config))
+  mesh = sharding.make_mesh(config.mesh, devices)
+  objective = registry.build_objective(config)
+  abstract_state = jax.eval_shape(objective.init, jax.random.key(0))
+  state_shardings = sharding.tree_shardings(abstract_state, mesh, config.sharding)
+  return Setup(config, mesh, objective, abstract_state, state_shardings,
+               sharding.batch_sharding(mesh))
+
+
+def init_state(s: Setup, rng: jax.Array) -> Any:
+  """The state created directly in its sharded layout (never whole on one device)."""
+  return jax.jit(s.objective.init, out_shardings=s.state_shardings)(rng)
+
+
+def jit_train_step(s: Setup):
+  rep = sharding.replicated(s.mesh)
+  return jax.jit(s.objective.train_step,
+                 in_shardings=(s.state_shardings, s.batch_sharding, rep),
+                 out_shardings=(s.state_shardings, rep), donate_argnums=(0,))
+
+
+def jit_sample(s: Setup, num_images: int, **sample_kwargs):
+  """Samples of `sample_params(state)`, replicated so every process can read them."""
+  def fn(state, rng):
+    return s.objective.sample(s.objective.sample_params(state), rng, num_images, **sample_kwargs)
+  return jax.jit(fn, in_shardings=(s.state_shardings, sharding.replicated(s.mesh)),
+                 out_shardings=sharding.replicated(s.mesh))
+
+
+def write_sample_grid(s: Setup, sample_fn, state, rng, step: int, workdir: str,
+                      writer: metrics.MetricWriter) -> str:
+  images = np.asarray(sample_fn(state, rng))
+  grid = metrics.image_grid(images)
+  path = os.path.join(workdir, SAMPLES_DIR, f'step_{step:07d}.png')
+  if jax.process_index() == 0:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    metrics.save_png(path, grid)
+    writer.write_image(step, 'samples', grid)
+  return path
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> Any:
+  """Train `config` in `workdir`, resuming from its latest checkpoint; returns the state."""
+  s = setup(config)
+  is_chief = jax.process_index() == 0
+  root_rng = jax.random.key(config.seed)
+  init_rng, train_rng, sample_rng = jax.random.split(root_rng, 3)
+
+  dataset = pipeline.make_dataset(config.data, config.global_batch_size, config.seed)
+  data_iter = pipeline.make_iterator(dataset, config.data.num_threads)
+  ckpt = checkpoint.Checkpointer(workdir, every=config.checkpoint_every,
+                                 keep=config.keep_checkpoints,
+                                 use_async=config.async_checkpointing)
+  latest = ckpt.latest_step()
+  with jax.set_mesh(s.mesh):
+    if latest is not None:
+      state = ckpt.restore(latest, s.restore_target, data_iter)
+      logging.info('Resumed from %s at step %d', ckpt.directory, latest)
+      if is_chief:
+        metrics.print_line(f'resumed from checkpoint at step {latest}')
+    else:
+      state = init_state(s, init_rng)
+    start_step = int(jax.device_get(state['step']))
+    writer = metrics.MetricWriter(workdir, enabled=is_chief, resume_step=latest)
+    if start_step == 0 and is_chief:
+      from clu import parameter_overview  # noqa: PLC0415
+      logging.info('Parameters:\n%s', parameter_overview.get_parameter_overview(
+          jax.tree_util.tree_map(np.zeros_like, jax.device_get(
+              s.objective.sample_params(s.abstract_state)))))
+
+    train_step = jit_train_step(s)
+    sample_fn = jit_sample(s, config.num_sample_images)
+    accumulator = metrics.Accumulator()
+    progress = metrics.Progress(start_step, config.total_steps, config.global_batch_size)
+    compile_start = time.perf_counter()
+    for step in range(start_step, config.total_steps):
+      batch = pipeline.global_batch(next(data_iter), s.batch_sharding)
+      state, step_metrics = train_step(state, batch, jax.random.fold_in(train_rng, step))
+      accumulator.add(step_metrics)
+      done = step + 1
+      if step == start_step:
+        jax.block_until_ready(state)
+        logging.info('First step (compile + run) took %.1fs', time.perf_counter() - compile_start)
+        progress = metrics.Progress(done, config.total_steps, config.global_batch_size)
+      if done % config.log_every == 0 or done == config.total_steps:
+        scalars = accumulator.flush()
+        rates = progress.rates(done) if done > progress._step else {}
+        if rates:
+          scalars.update(rates)
+          if is_chief:
+            metrics.print_line(progress.line(done, scalars, rates))
+        writer.write_scalars(done, scalars)
+      if config.sample_every and (done % config.sample_every == 0 or done == config.total_steps):
+        path = write_sample_grid(s, sample_fn, state, jax.random.fold_in(sample_rng, done), done,
+                                 workdir, writer)
+        if is_chief:
+          metrics.print_line(f'samples: {path}')
+      ckpt.save(done, state, data_iter, config, force=done == config.total_steps)
+    ckpt.wait()
+    ckpt.close()
+    writer.close()
+    multihost_utils.sync_global_devices('jaxgen_train_done')
+  return state
