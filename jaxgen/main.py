@@ -31,7 +31,7 @@ def main(argv: list[str]) -> None:
 
 
 def run() -> None:
-  app.run(main)
+  app.run(main, flags_parser=runtime.parse_flags)
 
 
 if __name__ == '__main__':

@@ -127,6 +127,9 @@ class Progress:
     self._step, self._time = start_step, time.perf_counter()
 
   def rates(self, step: int) -> dict[str, float]:
+    """Rates since the previous call; empty when no step has completed since."""
+    if step <= self._step:
+      return {}
     now = time.perf_counter()
     steps_per_sec = (step - self._step) / max(now - self._time, 1e-9)
     self._step, self._time = step, now

@@ -31,6 +31,20 @@ def configure_jax() -> None:
     jax.distributed.initialize()  # auto-detects the SLURM job layout
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl flag parsing that turns a bad `--config.x=y` into one line instead of a traceback."""
+  try:
+    return FLAGS(argv)
+  except flags.Error as e:
+    fail(str(e))
+  except (AttributeError, KeyError) as e:  # ml_collections: a field the config does not have
+    key = str(e).strip('"\'')
+    culprits = [a for a in argv[1:] if a.startswith('--config.') and key in a.split('=')[0]]
+    where = culprits[0] if culprits else key
+    fail(f'{where}: the config has no field {key!r}; check the spelling against the config file')
+  return []
+
+
 def fail(message: str) -> None:
   """Exit with one line naming the problem (no traceback: the message says the fix)."""
   print(f'jaxgen: error: {message}', file=sys.stderr, flush=True)

@@ -34,10 +34,14 @@ def sample_from_workdir(workdir: str, *, step: int | None, num_images: int, seed
 
   from jaxgen import checkpoint, train
 
+  directory = os.path.join(workdir, checkpoint.CHECKPOINT_DIR)
+  if not os.path.isdir(directory):
+    raise FileNotFoundError(f'no checkpoint in {directory}; train first with jaxgen-train')
   ckpt = checkpoint.Checkpointer(workdir, every=1, keep=1_000_000, use_async=False)
   step = ckpt.latest_step() if step is None else step
   if step is None:
-    raise FileNotFoundError(f'no checkpoint in {ckpt.directory}; train first with jaxgen-train')
+    ckpt.close()
+    raise FileNotFoundError(f'no checkpoint in {directory}; train first with jaxgen-train')
   config = ckpt.restore_config(step)
   # Sampling needs no training batch: lay the model out on whatever devices are here.
   config.mesh.data, config.mesh.fsdp = -1, 1
@@ -73,7 +77,7 @@ def main(argv: list[str]) -> None:
 
 
 def run() -> None:
-  app.run(main)
+  app.run(main, flags_parser=runtime.parse_flags)
 
 
 if __name__ == '__main__':

@@ -81,8 +81,13 @@ def write_sample_grid(s: Setup, sample_fn, state, rng, step: int, workdir: str,
   return path
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> Any:
-  """Train `config` in `workdir`, resuming from its latest checkpoint; returns the state."""
+def run(config: ml_collections.ConfigDict, workdir: str, *, stop_at_step: int | None = None
+        ) -> Any:
+  """Train `config` in `workdir`, resuming from its latest checkpoint; returns the state.
+
+  `stop_at_step` ends the run early with a checkpoint (as a preemption would) without
+  changing the config, so the learning-rate schedule stays that of the full run.
+  """
   s = setup(config)
   is_chief = jax.process_index() == 0
   root_rng = jax.random.key(config.seed)
@@ -126,7 +131,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Any:
         progress = metrics.Progress(done, config.total_steps, config.global_batch_size)
       if done % config.log_every == 0 or done == config.total_steps:
         scalars = accumulator.flush()
-        rates = progress.rates(done) if done > progress._step else {}
+        rates = progress.rates(done)
         if rates:
           scalars.update(rates)
           if is_chief:
@@ -137,7 +142,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Any:
                                  workdir, writer)
         if is_chief:
           metrics.print_line(f'samples: {path}')
-      ckpt.save(done, state, data_iter, config, force=done == config.total_steps)
+      last = done in (config.total_steps, stop_at_step)
+      ckpt.save(done, state, data_iter, config, force=last)
+      if last:
+        break
     ckpt.wait()
     ckpt.close()
     writer.close()

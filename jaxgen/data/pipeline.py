@@ -31,10 +31,11 @@ def load_source(cfg: ml_collections.ConfigDict, split: str | None = None):
   data_dir = cfg.data_dir or None
   try:
     source = tfds.data_source(cfg.name, split=split, data_dir=data_dir, download=False)
-  except (tfds.core.DatasetNotFoundError, AssertionError, KeyError) as e:
+  except (tfds.core.DatasetNotFoundError, AssertionError, KeyError, NotImplementedError) as e:
     if cfg.name != 'fashion_mnist':
-      raise DataError(f'TFDS dataset {cfg.name!r} is not prepared in data_dir={data_dir!r}: '
-                      f'prepare it with `tfds build {cfg.name}` (needs the internet) or set '
+      raise DataError(f'TFDS dataset {cfg.name!r} is not prepared as array_record in '
+                      f'data_dir={data_dir!r}: prepare it with `tfds build {cfg.name} '
+                      '--file_format=array_record` (needs the internet) or set '
                       '--config.data.data_dir to where it is.') from e
     logging.info('TFDS fashion_mnist not prepared; using the IDX files in %s', cfg.manual_dir)
     try:

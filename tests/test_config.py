@@ -1,0 +1,78 @@
+"""Each bad config stops before anything compiles, with one line naming the field."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO, load_config
+from jaxgen import registry, validate
+
+
+def _cli(tmp_path, *overrides):
+  workdir = tmp_path / 'run'
+  cmd = [sys.executable, '-m', 'jaxgen.main',
+         f'--config={REPO}/configs/ddpm_fashion_mnist.py:tiny', f'--workdir={workdir}',
+         '--num_cpu_devices=8', *overrides]
+  proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
+                        env={**os.environ, 'JAX_PLATFORMS': 'cpu'})
+  assert not workdir.exists(), 'a failed start must not create the workdir'
+  return proc
+
+
+@pytest.mark.parametrize('override,message', [
+    ('--config.model.chanels=3', "--config.model.chanels=3: the config has no field 'chanels'"),
+    ('--config.total_steps=abc', 'flag --config.total_steps=abc: invalid literal for int()'),
+    ('--config.global_batch_size=12',
+     'config.global_batch_size=12 is not divisible by the 8 devices'),
+    ('--config.mesh.data=3', "config.mesh={'data': 3, 'fsdp': 1} needs 3 devices but 8 are"),
+])
+def test_cli_config_errors_are_one_line(tmp_path, override, message):
+  proc = _cli(tmp_path, override)
+  assert proc.returncode == 2, proc.stderr
+  lines = [line for line in proc.stderr.splitlines() if line.strip()]
+  assert lines[-1].startswith('jaxgen: error: ') and message in lines[-1], proc.stderr
+  assert 'Traceback' not in proc.stderr
+
+
+def _check(config, num_devices=8, processes=1):
+  validate.validate(config, num_devices, processes, registry.known_values(config))
+
+
+@pytest.mark.parametrize('field,value,message', [
+    ('diffusion.sampler', 'dpm', "config.diffusion.sampler='dpm' is not one of"),
+    ('objective', 'gan', "config.objective='gan' is not one of"),
+    ('total_steps', 0, 'config.total_steps must be a positive integer, got 0'),
+    ('data.resize', 'crop', 'config.data.resize=\'crop\' must be'),
+    ('mesh.fsdp', 16, "config.mesh: mesh: {'data': -1, 'fsdp': 16} cannot be filled from 8"),
+    ('sharding.rules', (('.*', 'shard_everything'),), "rule 'shard_everything' must be"),
+])
+def test_validate_names_the_field(field, value, message):
+  config = load_config('tiny')
+  with config.unlocked():
+    *parents, leaf = field.split('.')
+    node = config
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  with pytest.raises(validate.ConfigError) as e:
+    _check(config)
+  assert message in str(e.value)
+  assert '\n' not in str(e.value)
+
+
+def test_batch_must_divide_over_processes():
+  config = load_config('tiny')
+  with config.unlocked():
+    config.global_batch_size = 8
+    config.mesh.data = 2
+  with pytest.raises(validate.ConfigError, match='not divisible by the 3 processes'):
+    _check(config, num_devices=2, processes=3)
+
+
+@pytest.mark.parametrize('variant', ['tiny', 'demo', None])
+def test_shipped_variants_validate(variant):
+  config = load_config(variant)
+  _check(config, num_devices=8)
+  assert config.is_locked

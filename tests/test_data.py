@@ -1,0 +1,116 @@
+"""TFDS (our IDX builder and mock TFDS data) -> grain: values, shards, resume, errors."""
+
+import gzip
+import struct
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from conftest import load_config
+from jaxgen.data import pipeline
+
+
+def write_idx(path, array):
+  header = struct.pack('>BBBB', 0, 0, 0x08, array.ndim) + struct.pack(
+      f'>{array.ndim}I', *array.shape)
+  with gzip.open(path, 'wb') as f:
+    f.write(header + array.astype(np.uint8).tobytes())
+
+
+@pytest.fixture
+def idx_dir(tmp_path):
+  rng = np.random.default_rng(0)
+  d = tmp_path / 'idx'
+  d.mkdir()
+  for prefix, n in (('train', 40), ('t10k', 10)):
+    write_idx(d / f'{prefix}-images-idx3-ubyte.gz', rng.integers(0, 256, (n, 28, 28)))
+    write_idx(d / f'{prefix}-labels-idx1-ubyte.gz', np.arange(n) % 10)
+  return d
+
+
+def _data_cfg(tmp_path, idx_dir, **overrides):
+  cfg = load_config('tiny').data
+  with cfg.unlocked():
+    cfg.data_dir = str(tmp_path / 'tfds')
+    cfg.manual_dir = str(idx_dir)
+    cfg.update(overrides)
+  return cfg
+
+
+def test_idx_files_become_a_tfds_dataset(tmp_path, idx_dir):
+  cfg = _data_cfg(tmp_path, idx_dir)
+  source = pipeline.load_source(cfg)
+  assert len(source) == 40 and len(pipeline.load_source(cfg, 'test')) == 10
+  with gzip.open(idx_dir / 'train-images-idx3-ubyte.gz') as f:
+    raw = np.frombuffer(f.read(), np.uint8, offset=16).reshape(40, 28, 28, 1)
+  np.testing.assert_array_equal(source[7]['image'], raw[7])
+  assert int(source[7]['label']) == 7
+  # A second load reads the prepared array_record files (no IDX files needed any more).
+  for f in idx_dir.iterdir():
+    f.unlink()
+  assert len(pipeline.load_source(cfg)) == 40
+
+
+def test_missing_and_truncated_idx_files_say_how_to_fix(tmp_path, idx_dir):
+  with pytest.raises(pipeline.DataError, match='apt-get install dataset-fashion-mnist'):
+    pipeline.load_source(_data_cfg(tmp_path, tmp_path / 'nowhere'))
+  path = idx_dir / 'train-images-idx3-ubyte.gz'
+  with gzip.open(path) as f:
+    data = f.read()
+  with gzip.open(path, 'wb') as f:
+    f.write(data[:1000])
+  with pytest.raises(pipeline.DataError, match='truncated IDX file'):
+    pipeline.load_source(_data_cfg(tmp_path, idx_dir))
+
+
+def test_unprepared_tfds_dataset_is_a_clear_error(tmp_path):
+  cfg = _data_cfg(tmp_path, tmp_path, name='cifar10')
+  with pytest.raises(pipeline.DataError, match='tfds build cifar10'):
+    pipeline.load_source(cfg)
+
+
+def test_preprocess_scales_pads_and_checks_channels(tmp_path):
+  cfg = _data_cfg(tmp_path, tmp_path, image_size=32, resize='pad')
+  image = np.full((28, 28, 1), 255, np.uint8)
+  image[0, 0, 0] = 0
+  out = pipeline.preprocess_image(image, cfg)
+  assert out.shape == (32, 32, 1) and out.dtype == np.float32
+  assert out[2, 2, 0] == -1.0 and out[3, 3, 0] == 1.0 and out[0, 0, 0] == -1.0
+  with pytest.raises(pipeline.DataError, match='data.channels=1'):
+    pipeline.preprocess_image(np.zeros((28, 28, 3), np.uint8), cfg)
+  cfg = _data_cfg(tmp_path, tmp_path, image_size=16, resize='resize')
+  assert pipeline.preprocess_image(np.zeros((28, 20, 1), np.uint8), cfg).shape == (16, 16, 1)
+  cfg = _data_cfg(tmp_path, tmp_path, image_size=32, resize='none')
+  with pytest.raises(pipeline.DataError, match='set data.resize'):
+    pipeline.preprocess_image(image, cfg)
+
+
+def test_process_shards_are_disjoint_and_resume_exactly(tmp_path):
+  cfg = _data_cfg(tmp_path, tmp_path, random_flip=True)
+  with tfds.testing.mock_data(num_examples=64):
+    labels = []
+    for index in range(2):
+      ds = pipeline.make_dataset(cfg, 8, seed=1, process_index=index, process_count=2,
+                                 repeat=False)
+      assert len(ds) == 8  # 32 examples per process, local batches of 4
+      labels.append({float(b['image'].sum()) for b in ds})
+    assert not labels[0] & labels[1]
+
+    ds = pipeline.make_dataset(cfg, 8, seed=1)
+    it = pipeline.make_iterator(ds, num_threads=2)
+    for _ in range(5):
+      next(it)
+    state = it.get_state()
+    expected = [next(it) for _ in range(12)]  # crosses an epoch boundary (8 batches/epoch)
+    resumed = pipeline.make_iterator(pipeline.make_dataset(cfg, 8, seed=1), num_threads=2)
+    resumed.set_state(state)
+    for a, b in zip(expected, (next(resumed) for _ in range(12))):
+      np.testing.assert_array_equal(a['image'], b['image'])
+      np.testing.assert_array_equal(a['label'], b['label'])
+    # Each epoch sees every example once, in a new order.
+    it = pipeline.make_iterator(ds, num_threads=1)
+    epochs = [np.concatenate([next(it)['image'].sum(axis=(1, 2, 3)) for _ in range(8)])
+              for _ in range(2)]
+    np.testing.assert_allclose(np.sort(epochs[0]), np.sort(epochs[1]), atol=1e-4)
+    assert not np.allclose(epochs[0], epochs[1])

@@ -1,0 +1,170 @@
+"""End-to-end training: overfitting, outputs, real data, exact resume, mesh changes."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+from PIL import Image
+
+from conftest import REPO, load_config
+from jaxgen import checkpoint, train
+from jaxgen.data import fashion_mnist
+
+FMNIST_FILES = os.path.join(fashion_mnist.DEFAULT_IDX_DIR, 'train-images-idx3-ubyte.gz')
+
+
+def _config(**overrides):
+  config = load_config('tiny')
+  with config.unlocked():
+    for key, value in overrides.items():
+      node = config
+      *parents, leaf = key.split('.')
+      for p in parents:
+        node = node[p]
+      node[leaf] = value
+  return config
+
+
+def _leaves_equal(a, b):
+  a, b = jax.device_get(a), jax.device_get(b)
+  assert jax.tree_util.tree_structure(a) == jax.tree_util.tree_structure(b)
+  for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+    np.testing.assert_array_equal(x, y)
+
+
+def test_tiny_model_overfits_a_fixed_batch():
+  config = _config(**{'optimizer.learning_rate': 3e-3, 'optimizer.decay': 'constant',
+                      'total_steps': 100, 'model.dropout': 0.0})
+  s = train.setup(config)
+  state = train.init_state(s, jax.random.key(0))
+  step = train.jit_train_step(s)
+  # Two fixed "images": a bright square and a dark bar.
+  images = -np.ones((16, 28, 28, 1), np.float32)
+  images[::2, 8:20, 8:20] = 1.0
+  images[1::2, :, 12:16] = 0.5
+  batch = {'image': jax.device_put(images, s.batch_sharding),
+           'label': jax.device_put(np.zeros(16, np.int32), s.batch_sharding)}
+  losses = []
+  for i in range(100):
+    state, m = step(state, batch, jax.random.key(i))
+    losses.append(float(m['loss']))
+  first, last = np.mean(losses[:10]), np.mean(losses[-20:])
+  assert np.isfinite(losses).all()
+  assert last < 0.35 * first, (first, last)
+
+
+def test_end_to_end_on_mock_tfds(tmp_path):
+  workdir = str(tmp_path / 'run')
+  with tfds.testing.mock_data(num_examples=64):
+    state = train.run(_config(), workdir)
+  assert int(state['step']) == 6
+  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['1', '3', '6']
+  grid = np.asarray(Image.open(os.path.join(workdir, 'samples', 'step_0000006.png')))
+  assert grid.shape == (3 * 30 + 2, 3 * 30 + 2) and grid.dtype == np.uint8
+  records = [json.loads(line) for line in open(os.path.join(workdir, 'metrics.jsonl'))]
+  assert [r['step'] for r in records] == [2, 4, 6]
+  assert all(np.isfinite(r['loss']) and r['images_per_sec'] > 0 for r in records[1:])
+  # TensorBoard's own reader sees the scalars and the sample image.
+  from tensorboard.backend.event_processing import event_accumulator
+
+  acc = event_accumulator.EventAccumulator(os.path.join(workdir, 'tensorboard'))
+  acc.Reload()
+  assert [e.step for e in acc.Scalars('loss')] == [2, 4, 6]
+  assert acc.Scalars('loss')[-1].value == pytest.approx(records[-1]['loss'], rel=1e-6)
+  assert [e.step for e in acc.Images('samples')] == [6]
+
+
+@pytest.mark.skipif(not os.path.exists(FMNIST_FILES),
+                    reason=f'Fashion-MNIST IDX files not in {fashion_mnist.DEFAULT_IDX_DIR} '
+                    '(apt-get install dataset-fashion-mnist)')
+def test_end_to_end_on_real_fashion_mnist(tmp_path):
+  workdir = str(tmp_path / 'run')
+  config = _config(**{'data.data_dir': str(tmp_path / 'tfds'), 'total_steps': 4,
+                      'sample_every': 0})
+  state = train.run(config, workdir)
+  assert int(state['step']) == 4
+  from jaxgen.data import pipeline
+
+  source = pipeline.load_source(config.data)
+  assert len(source) == 60_000 and len(pipeline.load_source(config.data, 'test')) == 10_000
+  batch = next(pipeline.make_iterator(
+      pipeline.make_dataset(config.data, 16, seed=0), num_threads=1))
+  # Real garments: mostly black background (-1) with bright pixels, labels 0..9.
+  assert batch['image'].shape == (16, 28, 28, 1)
+  assert (batch['image'] == -1).mean() > 0.3 and batch['image'].max() > 0.9
+  assert set(batch['label']) <= set(range(10))
+  records = [json.loads(line) for line in open(os.path.join(workdir, 'metrics.jsonl'))]
+  assert records[-1]['step'] == 4 and np.isfinite(records[-1]['loss'])
+
+
+def test_resume_equals_uninterrupted_run(tmp_path):
+  config = _config(**{'sample_every': 0})
+  with tfds.testing.mock_data(num_examples=64):
+    straight = train.run(config, str(tmp_path / 'straight'))
+    interrupted = str(tmp_path / 'interrupted')
+    half = train.run(config, interrupted, stop_at_step=3)
+    assert int(half['step']) == 3
+    resumed = train.run(config, interrupted)
+  assert int(resumed['step']) == 6
+  _leaves_equal(straight, resumed)
+  # metrics.jsonl has each step once, as an uninterrupted run would.
+  steps = [json.loads(line)['step'] for line in open(os.path.join(interrupted, 'metrics.jsonl'))]
+  assert steps == [2, 4, 6]
+
+
+def test_checkpoint_restores_onto_a_different_mesh(tmp_path):
+  workdir = str(tmp_path / 'run')
+  config = _config(**{'mesh.data': 4, 'mesh.fsdp': 2, 'sharding.fsdp_min_size': 1024,
+                      'total_steps': 3, 'sample_every': 0})
+  with tfds.testing.mock_data(num_examples=64):
+    trained = train.run(config, workdir)
+  kernel = trained['params']['up'][0]['conv1']['kernel']
+  assert kernel.sharding.spec == jax.sharding.PartitionSpec(None, None, 'fsdp', None)
+  for data, fsdp in ((8, 1), (2, 4)):
+    other = _config(**{'mesh.data': data, 'mesh.fsdp': fsdp, 'sharding.fsdp_min_size': 1024,
+                       'total_steps': 3})
+    s = train.setup(other)
+    ckpt = checkpoint.Checkpointer(workdir, every=1, keep=10, use_async=False)
+    restored = ckpt.restore(3, s.restore_target)
+    ckpt.close()
+    _leaves_equal(trained, restored)
+    got = restored['params']['up'][0]['conv1']['kernel'].sharding
+    assert got.mesh.shape == {'data': data, 'fsdp': fsdp}
+    assert got.spec == s.state_shardings['params']['up'][0]['conv1']['kernel'].spec
+
+
+def test_sample_cli_writes_grid_and_npz(tmp_path):
+  workdir = str(tmp_path / 'run')
+  with tfds.testing.mock_data(num_examples=64):
+    train.run(_config(), workdir, stop_at_step=2)
+  out = str(tmp_path / 'out' / 'grid')
+  proc = subprocess.run(
+      [sys.executable, '-m', 'jaxgen.sample', f'--workdir={workdir}', '--num_images=6',
+       '--sampler=ddpm', '--steps=3', f'--output={out}', '--num_cpu_devices=2'],
+      capture_output=True, text=True, timeout=300, cwd=REPO)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  images = np.load(out + '.npz')['images']
+  assert images.shape == (6, 28, 28, 1) and images.dtype == np.uint8
+  assert np.asarray(Image.open(out + '.png')).shape == (2 * 30 + 2, 3 * 30 + 2)
+
+
+def test_sample_from_empty_workdir_is_a_clear_error(tmp_path):
+  proc = subprocess.run(
+      [sys.executable, '-m', 'jaxgen.sample', f'--workdir={tmp_path}', '--num_cpu_devices=1'],
+      capture_output=True, text=True, timeout=120, cwd=REPO)
+  assert proc.returncode == 2
+  assert 'no checkpoint in' in proc.stderr and 'Traceback' not in proc.stderr
+
+
+def test_objective_sample_returns_uint8_images():
+  s = train.setup(_config())
+  state = train.init_state(s, jax.random.key(0))
+  for sampler in ('ddpm', 'ddim'):
+    images = train.jit_sample(s, 5, sampler=sampler, steps=3)(state, jax.random.key(1))
+    assert images.shape == (5, 28, 28, 1) and images.dtype == jnp.uint8
