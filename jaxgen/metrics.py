@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -16,7 +17,8 @@ from PIL import Image
 METRICS_FILE = 'metrics.jsonl'
 
 
-def collection_for(names: list[str]) -> type[clu_metrics.Collection]:
+@functools.cache
+def collection_for(names: tuple[str, ...]) -> type[clu_metrics.Collection]:
   """A clu Collection that averages each named scalar over the steps it sees."""
   return clu_metrics.Collection.create(
       **{name: clu_metrics.Average.from_output(name) for name in sorted(names)})
@@ -29,7 +31,7 @@ class Accumulator:
     self._collection = None
 
   def add(self, step_metrics: dict[str, jax.Array]) -> None:
-    cls = collection_for(list(step_metrics))
+    cls = collection_for(tuple(sorted(step_metrics)))
     one = cls.single_from_model_output(**step_metrics)
     self._collection = one if self._collection is None else self._collection.merge(one)
 

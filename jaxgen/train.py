@@ -15,6 +15,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from jaxgen import checkpoint, metrics, registry, sharding, validate
+from jaxgen import state as state_lib
 from jaxgen.data import pipeline
 from jaxgen.objectives import Objective
 
@@ -109,11 +110,11 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, stop_at_step: int | 
       state = init_state(s, init_rng)
     start_step = int(jax.device_get(state['step']))
     writer = metrics.MetricWriter(workdir, enabled=is_chief, resume_step=latest)
-    if start_step == 0 and is_chief:
-      from clu import parameter_overview  # noqa: PLC0415
-      logging.info('Parameters:\n%s', parameter_overview.get_parameter_overview(
-          jax.tree_util.tree_map(np.zeros_like, jax.device_get(
-              s.objective.sample_params(s.abstract_state)))))
+    if is_chief:
+      params = s.objective.sample_params(s.abstract_state)
+      metrics.print_line(f'{config.objective}: {state_lib.count_params(params) / 1e6:.2f}M '
+                         f'parameters; mesh {dict(s.mesh.shape)}; global batch '
+                         f'{config.global_batch_size}; workdir {os.path.abspath(workdir)}')
 
     train_step = jit_train_step(s)
     sample_fn = jit_sample(s, config.num_sample_images)

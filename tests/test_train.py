@@ -168,3 +168,46 @@ def test_objective_sample_returns_uint8_images():
   for sampler in ('ddpm', 'ddim'):
     images = train.jit_sample(s, 5, sampler=sampler, steps=3)(state, jax.random.key(1))
     assert images.shape == (5, 28, 28, 1) and images.dtype == jnp.uint8
+
+
+def test_kill_9_then_rerun_resumes_from_last_checkpoint(tmp_path):
+  """A hard kill mid-run loses only the steps since the last complete checkpoint."""
+  import signal
+  import time
+
+  fake_idx = tmp_path / 'idx'
+  fake_idx.mkdir()
+  from test_data import write_idx
+
+  rng = np.random.default_rng(0)
+  for prefix, n in (('train', 64), ('t10k', 16)):
+    write_idx(fake_idx / f'{prefix}-images-idx3-ubyte.gz', rng.integers(0, 256, (n, 28, 28)))
+    write_idx(fake_idx / f'{prefix}-labels-idx1-ubyte.gz', np.arange(n) % 10)
+  workdir = tmp_path / 'run'
+  overrides = {'total_steps': 40, 'checkpoint_every': 4, 'sample_every': 0, 'log_every': 4,
+               'data.data_dir': str(tmp_path / 'tfds'), 'data.manual_dir': str(fake_idx)}
+  cmd = [sys.executable, '-m', 'jaxgen.main',
+         f'--config={REPO}/configs/ddpm_fashion_mnist.py:tiny', f'--workdir={workdir}',
+         '--num_cpu_devices=8'] + [f'--config.{k}={v}' for k, v in overrides.items()]
+  proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  ckpt_dir = workdir / 'checkpoints'
+  deadline = time.time() + 240
+  while time.time() < deadline and proc.poll() is None:
+    done = [int(p.name) for p in ckpt_dir.glob('*') if p.name.isdigit()]
+    if done and max(done) >= 12:
+      break
+    time.sleep(0.2)
+  assert proc.poll() is None, 'the run ended before it could be killed'
+  proc.send_signal(signal.SIGKILL)
+  proc.wait(timeout=30)
+  rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+  assert rerun.returncode == 0, rerun.stderr[-3000:]
+  resumed_at = int(rerun.stdout.split('resumed from checkpoint at step ')[1].split()[0])
+  assert 12 <= resumed_at < 40
+  config = _config(**overrides)
+  straight = train.run(config, str(tmp_path / 'straight'))
+  s = train.setup(config)
+  ckpt = checkpoint.Checkpointer(str(workdir), every=1, keep=10, use_async=False)
+  assert ckpt.latest_step() == 40
+  _leaves_equal(straight, ckpt.restore(40, s.restore_target))
+  ckpt.close()
