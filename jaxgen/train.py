@@ -63,16 +63,26 @@ def jit_train_step(s: Setup):
 
 
 def jit_sample(s: Setup, num_images: int, **sample_kwargs):
-  """Samples of `sample_params(state)`, replicated so every process can read them."""
+  """Samples of `sample_params(state)` as a host uint8 array, the same on every process.
+
+  The images are split over the devices like a batch when they divide evenly (XLA
+  propagates that layout back through the sampler loop: 2 devices sample ~2x faster).
+  """
+  rep = sharding.replicated(s.mesh)
+  out = s.batch_sharding if num_images % s.mesh.size == 0 else rep
+
   def fn(state, rng):
     return s.objective.sample(s.objective.sample_params(state), rng, num_images, **sample_kwargs)
-  return jax.jit(fn, in_shardings=(s.state_shardings, sharding.replicated(s.mesh)),
-                 out_shardings=sharding.replicated(s.mesh))
+  compiled = jax.jit(fn, in_shardings=(s.state_shardings, rep), out_shardings=out)
+
+  def sample(state, rng) -> np.ndarray:
+    return np.asarray(multihost_utils.process_allgather(compiled(state, rng), tiled=True))
+  return sample
 
 
 def write_sample_grid(s: Setup, sample_fn, state, rng, step: int, workdir: str,
                       writer: metrics.MetricWriter) -> str:
-  images = np.asarray(sample_fn(state, rng))
+  images = sample_fn(state, rng)
   grid = metrics.image_grid(images)
   path = os.path.join(workdir, SAMPLES_DIR, f'step_{step:07d}.png')
   if jax.process_index() == 0:
