@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from absl import app, flags
 from ml_collections import config_flags
 
@@ -14,7 +16,12 @@ FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Config file, optionally `path.py:variant`.',
                                 lock_config=True)
 flags.DEFINE_string('workdir', None, 'Where checkpoints, samples and metrics go.')
-flags.mark_flags_as_required(['config', 'workdir'])
+flags.DEFINE_bool('compile_only', False,
+                  'Compile the train step for the config\'s mesh, print FLOPs and per-device '
+                  'memory, and exit without training (no workdir needed).')
+flags.DEFINE_float('device_memory_gb', None,
+                   'With --compile_only: per-device memory to check the step against (GiB).')
+flags.mark_flag_as_required('config')
 
 
 def main(argv: list[str]) -> None:
@@ -25,6 +32,15 @@ def main(argv: list[str]) -> None:
   from jaxgen.data import pipeline
 
   try:
+    if FLAGS.compile_only:
+      memory = int(FLAGS.device_memory_gb * 2**30) if FLAGS.device_memory_gb else None
+      report = train.compile_report(train.setup(FLAGS.config), memory)
+      print(train.format_report(report), flush=True)
+      if report.get('fits') is False:
+        sys.exit(1)
+      return
+    if not FLAGS.workdir:
+      runtime.fail('--workdir is required to train (only --compile_only runs without one)')
     train.run(FLAGS.config, FLAGS.workdir)
   except (validate.ConfigError, pipeline.DataError) as e:
     runtime.fail(str(e))

@@ -96,5 +96,11 @@ def make_objective(config: ml_collections.ConfigDict, model: FunctionalModel) ->
     images = SAMPLERS[sampler](denoise, schedule, rng, (n, *image_shape), **kwargs)
     return to_uint8(images)
 
+  def batch_shapes(batch_size):
+    shapes = {'image': ((batch_size, *image_shape), jnp.float32)}
+    if config.data.label_key:
+      shapes['label'] = ((batch_size,), jnp.int32)
+    return shapes
+
   return Objective(init=init, train_step=train_step, sample=sample,
-                   sample_params=lambda state: state['ema_params'])
+                   sample_params=lambda state: state['ema_params'], batch_shapes=batch_shapes)
