@@ -19,6 +19,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.objective = 'diffusion'
   config.total_steps = 800_000
   config.global_batch_size = 128
+  # > 1: the batch is processed in this many sequential micro-batches (same update, less
+  # activation memory).
+  config.grad_accum_steps = 1
   config.log_every = 100
   config.sample_every = 10_000
   config.num_sample_images = 64

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
 import ml_collections
 import optax
 
@@ -28,3 +33,35 @@ def build_optimizer(cfg: ml_collections.ConfigDict, total_steps: int
   parts.append(optax.adamw(schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps,
                            weight_decay=cfg.weight_decay))
   return optax.chain(*parts), schedule
+
+
+def _micro_batches(x: jax.Array, num_micro: int) -> jax.Array:
+  """[B, ...] -> [num_micro, B / num_micro, ...], micro-batch i = examples i, i+n, i+2n, ...
+
+  Strided, not contiguous: the batch is sharded over devices along its first axis, so
+  every micro-batch keeps an equal slice on every device.
+  """
+  return jnp.swapaxes(x.reshape(x.shape[0] // num_micro, num_micro, *x.shape[1:]), 0, 1)
+
+
+def accumulate_gradients(loss_fn: Callable[..., jax.Array], params: Any, batch: Any,
+                         example_keys: jax.Array, num_micro: int) -> tuple[jax.Array, Any]:
+  """Mean loss and gradients of `loss_fn(params, batch, example_keys)` over the batch,
+  computed in `num_micro` sequential micro-batches (`lax.scan`) to bound activation memory.
+
+  With a loss that is a mean over examples and per-example randomness, the result equals
+  one pass over the whole batch (up to float summation order).
+  """
+  grad_fn = jax.value_and_grad(loss_fn)
+  if num_micro == 1:
+    return grad_fn(params, batch, example_keys)
+  micro = jax.tree_util.tree_map(lambda x: _micro_batches(x, num_micro), (batch, example_keys))
+
+  def body(carry, micro_batch):
+    loss_sum, grad_sum = carry
+    loss, grads = grad_fn(params, *micro_batch)
+    return (loss_sum + loss, jax.tree_util.tree_map(jnp.add, grad_sum, grads)), None
+
+  zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
+  (loss_sum, grad_sum), _ = jax.lax.scan(body, (jnp.zeros((), jnp.float32), zeros), micro)
+  return loss_sum / num_micro, jax.tree_util.tree_map(lambda g: g / num_micro, grad_sum)

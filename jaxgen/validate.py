@@ -55,6 +55,11 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, num_processes:
   _require(config.global_batch_size % batch_parallel == 0,
            f'config.global_batch_size={config.global_batch_size} is not divisible by the '
            f'{batch_parallel} devices the batch is split over (mesh data x fsdp)')
+  _positive_int(config, 'grad_accum_steps')
+  _require(config.global_batch_size % (config.grad_accum_steps * batch_parallel) == 0,
+           f'config.grad_accum_steps={config.grad_accum_steps}: micro-batches of '
+           f'{config.global_batch_size} / {config.grad_accum_steps} examples do not split '
+           f'evenly over the {batch_parallel} devices')
   _require(config.global_batch_size % num_processes == 0,
            f'config.global_batch_size={config.global_batch_size} is not divisible by the '
            f'{num_processes} processes')

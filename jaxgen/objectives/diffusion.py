@@ -27,14 +27,30 @@ def to_uint8(images: jax.Array) -> jax.Array:
   return jnp.clip(jnp.round((images + 1.0) * 127.5), 0, 255).astype(jnp.uint8)
 
 
-def diffusion_loss(apply_fn, params, schedule: schedules.Schedule, prediction: str,
-                   x0: jax.Array, labels: jax.Array | None, rng: jax.Array) -> jax.Array:
-  """Mean squared error of the eps- or v-prediction at a uniformly drawn timestep."""
-  t_rng, noise_rng, dropout_rng = jax.random.split(rng, 3)
-  t = jax.random.randint(t_rng, (x0.shape[0],), 0, schedule.num_timesteps)
-  noise = jax.random.normal(noise_rng, x0.shape, x0.dtype)
+def diffusion_loss(apply_fn, params, batch: dict[str, jax.Array], example_keys: jax.Array, *,
+                   schedule: schedules.Schedule, prediction: str, num_classes: int,
+                   label_dropout: float) -> jax.Array:
+  """Mean squared error of the eps- or v-prediction at a uniformly drawn timestep.
+
+  Each example draws its timestep, noise and label drop from its own key, so a batch
+  split into micro-batches (gradient accumulation) sees exactly the same draws.
+  """
+  x0 = batch['image']
+
+  def draws(key):
+    t_key, noise_key, label_key = jax.random.split(key, 3)
+    return (jax.random.randint(t_key, (), 0, schedule.num_timesteps),
+            jax.random.normal(noise_key, x0.shape[1:], x0.dtype),
+            jax.random.bernoulli(label_key, label_dropout))
+
+  t, noise, drop = jax.vmap(draws)(example_keys)
+  labels = None
+  if num_classes:
+    # Drop labels to the null class so the model also learns p(x) (classifier-free guidance).
+    labels = jnp.where(drop, num_classes, batch['label'])
   x_t = schedules.q_sample(schedule, x0, t, noise)
   target = noise if prediction == 'eps' else schedules.v_target(schedule, x0, t, noise)
+  dropout_rng = jax.random.fold_in(example_keys[0], 1)
   out = apply_fn(params, x_t, t, labels, dropout_rng=dropout_rng)
   return jnp.mean(jnp.square(out.astype(jnp.float32) - target))
 
@@ -52,17 +68,14 @@ def make_objective(config: ml_collections.ConfigDict, model: FunctionalModel) ->
             'ema_params': jax.tree_util.tree_map(jnp.copy, params),
             'opt_state': tx.init(params)}
 
+  loss_fn = functools.partial(diffusion_loss, model.apply, schedule=schedule,
+                              prediction=dcfg.prediction, num_classes=num_classes,
+                              label_dropout=dcfg.label_dropout)
+
   def train_step(state, batch, rng):
-    loss_rng, label_rng = jax.random.split(rng)
-    labels = None
-    if num_classes:
-      # Drop labels to the null class so the model also learns p(x) (classifier-free guidance).
-      drop = jax.random.bernoulli(label_rng, dcfg.label_dropout, batch['label'].shape)
-      labels = jnp.where(drop, num_classes, batch['label'])
-    loss_fn = functools.partial(diffusion_loss, model.apply, schedule=schedule,
-                                prediction=dcfg.prediction, x0=batch['image'], labels=labels,
-                                rng=loss_rng)
-    loss, grads = jax.value_and_grad(lambda p: loss_fn(p))(state['params'])
+    example_keys = jax.random.split(rng, batch['image'].shape[0])
+    loss, grads = optim.accumulate_gradients(loss_fn, state['params'], batch, example_keys,
+                                             config.grad_accum_steps)
     updates, opt_state = tx.update(grads, state['opt_state'], state['params'])
     params = optax.apply_updates(state['params'], updates)
     decay = state_lib.ema_decay_at(state['step'], config.ema.decay, config.ema.warmup)
