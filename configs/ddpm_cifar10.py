@@ -55,6 +55,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model.attn_resolutions = (16,)
   config.model.dropout = 0.1
   config.model.num_classes = 0
+  # Mixed precision: parameters and optimizer state stay float32; convolutions, matmuls
+  # and activations run in compute_dtype ('float32' or 'bfloat16'); softmax and norms in f32.
+  config.model.compute_dtype = 'float32'
+  config.model.remat = 'none'  # 'none' | 'full' | 'dots': recompute block activations in backward
 
   config.diffusion = ml_collections.ConfigDict()
   config.diffusion.schedule = 'linear'

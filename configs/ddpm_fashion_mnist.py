@@ -63,6 +63,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model.attn_resolutions = (7,)
   config.model.dropout = 0.1
   config.model.num_classes = 0  # > 0: class-conditional, with classifier-free guidance
+  # Mixed precision: parameters and optimizer state stay float32; convolutions, matmuls
+  # and activations run in compute_dtype ('float32' or 'bfloat16'); softmax and norms in f32.
+  config.model.compute_dtype = 'float32'
+  config.model.remat = 'none'  # 'none' | 'full' | 'dots': recompute block activations in backward
 
   config.diffusion = ml_collections.ConfigDict()
   config.diffusion.schedule = 'linear'  # 'linear' | 'cosine'

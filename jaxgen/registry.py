@@ -8,6 +8,7 @@ from __future__ import annotations
 import ml_collections
 
 from jaxgen import models
+from jaxgen.models.unet import REMAT_POLICIES
 from jaxgen.objectives import Objective, diffusion
 from jaxgen.samplers import SAMPLERS
 from jaxgen.samplers.schedules import SCHEDULES
@@ -17,7 +18,9 @@ OBJECTIVES = {'diffusion': diffusion.make_objective}
 
 def known_values(config: ml_collections.ConfigDict) -> dict[str, tuple[str, ...]]:
   """Allowed values of the config's named fields, for start-up validation."""
-  known = {'objective': tuple(OBJECTIVES), 'model.name': tuple(models.MODELS)}
+  known = {'objective': tuple(OBJECTIVES), 'model.name': tuple(models.MODELS),
+           'model.compute_dtype': ('float32', 'bfloat16'),
+           'model.remat': tuple(REMAT_POLICIES)}
   if config.objective == 'diffusion' and 'diffusion' in config:
     known.update({'diffusion.sampler': tuple(SAMPLERS), 'diffusion.schedule': tuple(SCHEDULES),
                   'diffusion.prediction': ('eps', 'v')})

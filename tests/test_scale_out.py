@@ -106,3 +106,58 @@ def test_micro_batches_must_split_over_devices():
     assert 'config.grad_accum_steps=4' in str(e)
   else:
     raise AssertionError('expected a ConfigError')
+
+
+def _fixed_batch(s, n=16):
+  images = -np.ones((n, 28, 28, 1), np.float32)
+  images[::2, 8:20, 8:20] = 1.0
+  images[1::2, :, 12:16] = 0.5
+  return {'image': jax.device_put(images, s.batch_sharding),
+          'label': jax.device_put(np.zeros(n, np.int32), s.batch_sharding)}
+
+
+def _with(**model_fields):
+  config = load_config('tiny')
+  with config.unlocked():
+    config.model.dropout = 0.0
+    config.optimizer.learning_rate = 3e-3
+    config.optimizer.decay = 'constant'
+    config.total_steps = 60
+    config.model.update(model_fields)
+  return train.setup(config)
+
+
+def test_bfloat16_compute_with_float32_params_trains():
+  s = _with(compute_dtype='bfloat16')
+  state = train.init_state(s, jax.random.key(0))
+  batch = _fixed_batch(s)
+  step = train.jit_train_step(s)
+  hlo = step.lower(state, batch, jax.random.key(0)).as_text()
+  convolutions = [line for line in hlo.splitlines() if 'stablehlo.convolution' in line]
+  assert convolutions and all('bf16' in line for line in convolutions)
+  losses = []
+  for i in range(60):
+    state, m = step(state, batch, jax.random.key(i))
+    losses.append(float(m['loss']))
+  for part in ('params', 'ema_params', 'opt_state'):
+    dtypes = {x.dtype for x in jax.tree_util.tree_leaves(state[part]) if x.ndim}
+    assert dtypes == {np.dtype('float32')}, (part, dtypes)
+  assert np.isfinite(losses).all()
+  assert np.mean(losses[-20:]) < 0.5 * np.mean(losses[:10]), losses
+
+
+def test_remat_gives_the_same_loss_and_gradients():
+  results = []
+  for remat in ('none', 'full', 'dots'):
+    s = _with(remat=remat, dropout=0.1)
+    state = train.init_state(s, jax.random.key(0))
+    batch = _fixed_batch(s)
+    step = train.jit_train_step(s)
+    jaxpr = str(jax.make_jaxpr(s.objective.train_step)(state, batch, jax.random.key(0)))
+    assert ('remat' in jaxpr or 'checkpoint' in jaxpr) == (remat != 'none')
+    new_state, m = step(state, batch, jax.random.key(3))
+    results.append((float(m['loss']), jax.device_get(new_state['params'])))
+  for loss, params in results[1:]:
+    assert loss == results[0][0]
+    for a, b in zip(jax.tree_util.tree_leaves(results[0][1]), jax.tree_util.tree_leaves(params)):
+      np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
@@ -14,7 +15,8 @@ def _unet(model_cfg: ml_collections.ConfigDict, data_cfg: ml_collections.ConfigD
     return UNet(image_size=data_cfg.image_size, in_channels=data_cfg.channels, ch=model_cfg.ch,
                 ch_mult=tuple(model_cfg.ch_mult), num_res_blocks=model_cfg.num_res_blocks,
                 attn_resolutions=tuple(model_cfg.attn_resolutions), dropout=model_cfg.dropout,
-                num_classes=model_cfg.num_classes, rngs=rngs)
+                num_classes=model_cfg.num_classes, remat=model_cfg.remat,
+                dtype=jnp.dtype(model_cfg.compute_dtype), rngs=rngs)
   return factory
 
 

@@ -19,6 +19,14 @@ _ZERO = nnx.initializers.zeros_init()
 _DEFAULT = nnx.initializers.variance_scaling(1.0, 'fan_avg', 'uniform')
 
 
+# Activation rematerialisation of the res/attention blocks: what the backward pass may keep.
+REMAT_POLICIES = {
+    'none': None,
+    'full': jax.checkpoint_policies.nothing_saveable,  # recompute everything
+    'dots': jax.checkpoint_policies.dots_with_no_batch_dims_saveable,  # keep conv/matmul outs
+}
+
+
 def timestep_embedding(t: jax.Array, dim: int, max_period: float = 10000.0) -> jax.Array:
   """Sinusoidal embedding of (possibly fractional) timesteps, shape [B, dim]."""
   half = dim // 2
@@ -81,7 +89,8 @@ class AttnBlock(nnx.Module):
   def __call__(self, x):
     b, hgt, wid, c = x.shape
     q, k, v = jnp.split(self.qkv(self.norm(x)).reshape(b, hgt * wid, 3 * c), 3, axis=-1)
-    weights = jax.nn.softmax(jnp.einsum('bqc,bkc->bqk', q, k) * (c ** -0.5), axis=-1)
+    logits = jnp.einsum('bqc,bkc->bqk', q, k).astype(jnp.float32) * (c ** -0.5)
+    weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)  # softmax in float32
     h = jnp.einsum('bqk,bkc->bqc', weights, v).reshape(b, hgt, wid, c)
     return x + self.proj(h)
 
@@ -91,7 +100,10 @@ class UNet(nnx.Module):
 
   def __init__(self, *, image_size: int, in_channels: int, ch: int, ch_mult: Sequence[int],
                num_res_blocks: int, attn_resolutions: Sequence[int], dropout: float = 0.0,
-               num_classes: int = 0, rngs: nnx.Rngs, dtype=None):
+               num_classes: int = 0, remat: str = 'none', rngs: nnx.Rngs, dtype=None):
+    if remat not in REMAT_POLICIES:
+      raise ValueError(f'remat={remat!r} is not one of {sorted(REMAT_POLICIES)}')
+    self.remat = remat
     self.ch = ch
     self.num_levels = len(ch_mult)
     self.num_res_blocks = num_res_blocks
@@ -135,6 +147,12 @@ class UNet(nnx.Module):
     self.norm_out = nnx.GroupNorm(cin, num_groups=_groups(cin), rngs=rngs)
     self.conv_out = _conv(cin, in_channels, 3, rngs, zero=True, dtype=dtype)
 
+  def _block(self, block: nnx.Module, *args) -> jax.Array:
+    if self.remat == 'none':
+      return block(*args)
+    return nnx.remat(lambda module, *a: module(*a), policy=REMAT_POLICIES[self.remat])(
+        block, *args)
+
   def __call__(self, x: jax.Array, t: jax.Array, labels: jax.Array | None = None,
                dropout_rng: jax.Array | None = None) -> jax.Array:
     num_blocks = 2 * (self.num_levels * (2 * self.num_res_blocks + 1) + 1)
@@ -150,24 +168,25 @@ class UNet(nnx.Module):
     while i < len(self.down):
       block = self.down[i]
       if isinstance(block, ResBlock):
-        h = block(h, temb, rngs.pop())
+        h = self._block(block, h, temb, rngs.pop())
         if self.down[i + 1] is not None:
-          h = self.down[i + 1](h)
+          h = self._block(self.down[i + 1], h)
         i += 2
       else:  # strided conv: downsample
         h = block(h)
         i += 1
       hs.append(h)
 
-    h = self.mid2(self.mid_attn(self.mid1(h, temb, rngs.pop())), temb, rngs.pop())
+    h = self._block(self.mid1, h, temb, rngs.pop())
+    h = self._block(self.mid2, self._block(self.mid_attn, h), temb, rngs.pop())
 
     i = 0
     while i < len(self.up):
       block = self.up[i]
       if isinstance(block, ResBlock):
-        h = block(jnp.concatenate([h, hs.pop()], axis=-1), temb, rngs.pop())
+        h = self._block(block, jnp.concatenate([h, hs.pop()], axis=-1), temb, rngs.pop())
         if self.up[i + 1] is not None:
-          h = self.up[i + 1](h)
+          h = self._block(self.up[i + 1], h)
         i += 2
       else:  # nearest-neighbour upsample, then conv
         b, hgt, wid, c = h.shape
