@@ -37,7 +37,10 @@ class Checkpointer:
     items = {'state': ocp.args.StandardSave(state),
              'config': ocp.args.JsonSave(_to_json(config))}
     if data_iterator is not None:
-      items['data'] = grain.checkpoint.CheckpointSave(data_iterator)
+      # Every process iterates the same global sequence of batches (see data/pipeline.py),
+      # so one JSON position serves any number of processes; grain's own per-process
+      # files would tie the checkpoint to the process count.
+      items['data'] = ocp.args.JsonSave(data_iterator.get_state())
     return self.manager.save(step, args=ocp.args.Composite(**items), force=force)
 
   def restore(self, step: int, target: Any, data_iterator: grain.DatasetIterator | None = None
@@ -45,8 +48,11 @@ class Checkpointer:
     """State restored onto `target` (ShapeDtypeStructs with shardings); iterator in place."""
     items = {'state': ocp.args.StandardRestore(target)}
     if data_iterator is not None:
-      items['data'] = grain.checkpoint.CheckpointRestore(data_iterator)
-    return self.manager.restore(step, args=ocp.args.Composite(**items))['state']
+      items['data'] = ocp.args.JsonRestore()
+    restored = self.manager.restore(step, args=ocp.args.Composite(**items))
+    if data_iterator is not None:
+      data_iterator.set_state(restored['data'])
+    return restored['state']
 
   def restore_config(self, step: int) -> ml_collections.ConfigDict:
     restored = self.manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))

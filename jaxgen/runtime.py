@@ -14,6 +14,9 @@ flags.DEFINE_string('coordinator_address', None,
                     'host:port of process 0, for multi-process runs outside Cloud TPU / SLURM.')
 flags.DEFINE_integer('num_processes', None, 'Number of processes (with --coordinator_address).')
 flags.DEFINE_integer('process_id', None, 'This process\'s index (with --coordinator_address).')
+flags.DEFINE_integer('distributed_timeout_s', 300,
+                     'Seconds to wait for all processes to join, and for a silent peer before '
+                     'the job fails (instead of hanging).')
 FLAGS = flags.FLAGS
 
 
@@ -25,10 +28,13 @@ def configure_jax() -> None:
     logging.set_verbosity(logging.WARNING)
   # On CPU, XLA uses the cores better with the batch sharded one device per core.
   jax.config.update('jax_num_cpu_devices', FLAGS.num_cpu_devices or os.cpu_count() or 1)
+  timeouts = {'initialization_timeout': FLAGS.distributed_timeout_s,
+              'heartbeat_timeout_seconds': FLAGS.distributed_timeout_s}
   if FLAGS.coordinator_address:
-    jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+    jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
+                               **timeouts)
   elif int(os.environ.get('SLURM_NTASKS', '1')) > 1:
-    jax.distributed.initialize()  # auto-detects the SLURM job layout
+    jax.distributed.initialize(**timeouts)  # auto-detects the SLURM job layout
 
 
 def parse_flags(argv: list[str]) -> list[str]:

@@ -36,6 +36,9 @@ def pytest_configure(config):
 
   cache = os.environ.setdefault('JAX_COMPILATION_CACHE_DIR',
                                 tempfile.mkdtemp(prefix='jaxgen-test-xla-cache-'))
+  # Subprocess workers (CLI, kill -9, multi-process tests) read the same settings from env.
+  os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0'
+  os.environ['JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES'] = '0'
   jax.config.update('jax_compilation_cache_dir', cache)
   jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
   jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)

@@ -1,15 +1,15 @@
 """TFDS source -> grain pipeline -> sharded global batches.
 
-Every process reads only its own slice of the dataset (`process_index::process_count`)
-and batches of `global_batch_size / process_count` examples; the trainer turns
-those into global `jax.Array`s with `jax.make_array_from_process_local_data`,
-also with one process, so single-host and multi-host runs share one code path.
+Every process computes the same shuffled sequence of example *indices* and cuts it
+into global batches, then reads and decodes only its own rows of each (rows
+`process_index * local : (process_index + 1) * local`). The trainer turns those into
+global `jax.Array`s with `jax.make_array_from_process_local_data`, also with one
+process: one code path, and the same global batches for any number of processes.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import grain
 import jax
@@ -81,32 +81,43 @@ def preprocess_image(image: np.ndarray, cfg: ml_collections.ConfigDict) -> np.nd
 def make_dataset(cfg: ml_collections.ConfigDict, global_batch_size: int, seed: int,
                  *, process_index: int | None = None, process_count: int | None = None,
                  split: str | None = None, repeat: bool = True) -> grain.MapDataset:
-  """The grain pipeline of this process's shard: shuffle, decode, flip, batch, repeat."""
+  """This process's rows of each global batch: shuffle, repeat, batch, read, decode, flip."""
   process_index = jax.process_index() if process_index is None else process_index
   process_count = jax.process_count() if process_count is None else process_count
   if global_batch_size % process_count:
     raise DataError(f'global_batch_size={global_batch_size} is not divisible by the '
                     f'{process_count} processes')
   source = load_source(cfg, split)
-  ds = grain.MapDataset.source(source)[process_index::process_count]
   local_batch = global_batch_size // process_count
-  if len(ds) < local_batch:
-    raise DataError(f'{cfg.name}: this process holds {len(ds)} examples, fewer than one batch '
-                    f'of {local_batch}')
-  ds = ds.seed(seed).shuffle()
+  if len(source) < global_batch_size:
+    raise DataError(f'{cfg.name} split {split or cfg.split!r} has {len(source)} examples, '
+                    f'fewer than one global batch of {global_batch_size}')
+  # Shuffle and batch *indices* globally (every process computes the same permutation),
+  # then each process reads and decodes only its own rows of each global batch. So the
+  # global batches are the same whatever the number of processes, and nothing is read twice.
+  indices = grain.MapDataset.range(len(source)).seed(seed).shuffle()
   if repeat:
-    ds = ds.repeat(None)  # reshuffled every epoch
+    indices = indices.repeat(None)  # reshuffled every epoch
+  batches = indices.batch(global_batch_size, drop_remainder=True)
+  first_row = process_index * local_batch
 
-  def decode(example: dict[str, Any], rng: np.random.Generator) -> dict[str, np.ndarray]:
-    image = preprocess_image(example[cfg.image_key], cfg)
-    if cfg.random_flip and rng.random() < 0.5:
-      image = image[:, ::-1]
-    out = {'image': np.ascontiguousarray(image)}
+  def load(batch_number: int, global_indices: np.ndarray) -> dict[str, np.ndarray]:
+    mine = [int(i) for i in global_indices[first_row:first_row + local_batch]]
+    examples = [source[i] for i in mine]
+    images = []
+    for row, example in enumerate(examples):
+      image = preprocess_image(example[cfg.image_key], cfg)
+      # Flip decisions depend on the global position only, not on the process layout.
+      flip_rng = np.random.default_rng([seed, batch_number, first_row + row])
+      if cfg.random_flip and flip_rng.random() < 0.5:
+        image = image[:, ::-1]
+      images.append(image)
+    out = {'image': np.ascontiguousarray(np.stack(images))}
     if cfg.label_key:
-      out['label'] = np.asarray(example[cfg.label_key], np.int32)
+      out['label'] = np.asarray([example[cfg.label_key] for example in examples], np.int32)
     return out
 
-  return ds.random_map(decode).batch(local_batch, drop_remainder=True)
+  return batches.map_with_index(load)
 
 
 def make_iterator(ds: grain.MapDataset, num_threads: int) -> grain.DatasetIterator:

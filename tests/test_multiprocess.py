@@ -1,0 +1,124 @@
+"""Two local processes x 4 simulated CPU devices, against one process x 8 devices.
+
+Workers are subprocesses under hard timeouts: a JAX process whose peer never comes
+aborts (uncatchable), so it must never run inside pytest itself.
+"""
+
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import REPO, load_config
+from jaxgen import checkpoint, train
+from jaxgen.data import fashion_mnist
+from test_data import write_idx
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def fake_fmnist(tmp_path):
+  """Small IDX files, prepared as TFDS once here so the workers do not race to build it."""
+  idx = tmp_path / 'idx'
+  idx.mkdir()
+  rng = np.random.default_rng(0)
+  for prefix, n in (('train', 64), ('t10k', 16)):
+    write_idx(idx / f'{prefix}-images-idx3-ubyte.gz', rng.integers(0, 256, (n, 28, 28)))
+    write_idx(idx / f'{prefix}-labels-idx1-ubyte.gz', np.arange(n) % 10)
+  data_dir = str(tmp_path / 'tfds')
+  fashion_mnist.data_source('train', data_dir, str(idx))
+  return {'data.data_dir': data_dir, 'data.manual_dir': str(idx), 'sample_every': 0,
+          'total_steps': 6, 'checkpoint_every': 3}
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+def _cmd(workdir, overrides, process_id=None, port=None, extra=()):
+  cmd = [sys.executable, '-m', 'jaxgen.main',
+         f'--config={REPO}/configs/ddpm_fashion_mnist.py:tiny', f'--workdir={workdir}',
+         *[f'--config.{k}={v}' for k, v in overrides.items()], *extra]
+  if process_id is None:
+    return cmd + ['--num_cpu_devices=8']
+  return cmd + ['--num_cpu_devices=4', f'--coordinator_address=127.0.0.1:{port}',
+                '--num_processes=2', f'--process_id={process_id}']
+
+
+def _run_two(workdir, overrides, timeout=300, only_first=False, extra=()):
+  port = _free_port()
+  procs = [subprocess.Popen(_cmd(workdir, overrides, i, port, extra), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, cwd=REPO)
+           for i in ((0,) if only_first else (0, 1))]
+  deadline = time.time() + timeout
+  outputs = []
+  for proc in procs:
+    try:
+      out, _ = proc.communicate(timeout=max(deadline - time.time(), 1))
+    except subprocess.TimeoutExpired:
+      for p in procs:
+        p.kill()
+      raise AssertionError('a worker hung past the timeout') from None
+    outputs.append((proc.returncode, out))
+  return outputs
+
+
+def _config(overrides):
+  config = load_config('tiny')
+  with config.unlocked():
+    for key, value in overrides.items():
+      node = config
+      *parents, leaf = key.split('.')
+      for p in parents:
+        node = node[p]
+      node[leaf] = type(node[leaf])(value)
+  return config
+
+
+def _restore(workdir, config, step):
+  s = train.setup(config)
+  ckpt = checkpoint.Checkpointer(str(workdir), every=1, keep=10, use_async=False)
+  state = ckpt.restore(step, s.restore_target)
+  ckpt.close()
+  return jax.device_get(state)
+
+
+def _assert_close(a, b):
+  for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+    np.testing.assert_allclose(x, y, rtol=2e-5, atol=1e-6)
+
+
+def test_two_processes_train_like_one_and_checkpoints_cross_over(tmp_path, fake_fmnist):
+  config = _config(fake_fmnist)
+  # (a) 2 processes x 4 devices for 6 steps == 1 process x 8 devices.
+  two = tmp_path / 'two'
+  for code, out in _run_two(two, fake_fmnist):
+    assert code == 0, out[-3000:]
+  one = train.run(config, str(tmp_path / 'one'))
+  two_state = _restore(two, config, 6)  # (b) written by 2 processes, read by 1
+  _assert_close(jax.device_get(one['params']), two_state['params'])
+  _assert_close(jax.device_get(one['opt_state']), two_state['opt_state'])
+  # (b) written by 1 process (3 steps), resumed by 2 processes to step 6.
+  mixed = tmp_path / 'mixed'
+  train.run(config, str(mixed), stop_at_step=3)
+  results = _run_two(mixed, fake_fmnist)
+  for code, out in results:
+    assert code == 0, out[-3000:]
+  assert 'resumed from checkpoint at step 3' in results[0][1]
+  _assert_close(jax.device_get(one['params']), _restore(mixed, config, 6)['params'])
+
+
+def test_a_missing_peer_fails_within_the_timeout(tmp_path, fake_fmnist):
+  start = time.time()
+  [(code, out)] = _run_two(tmp_path / 'alone', fake_fmnist, timeout=120, only_first=True,
+                           extra=('--distributed_timeout_s=10',))
+  assert code != 0
+  assert time.time() - start < 120
+  assert not (tmp_path / 'alone' / 'checkpoints').exists()
