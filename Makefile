@@ -23,6 +23,7 @@ demo: $(STAMP) data
 test: $(STAMP)
 	scripts/get_fashion_mnist.sh --optional
 	$(BIN)/ruff check jaxgen tests configs benchmarks
+	$(BIN)/shellcheck launch/*.sh launch/slurm.sbatch scripts/*.sh .ci/run
 	$(BIN)/python -m pytest -q
 
 clean-demo:

@@ -33,8 +33,9 @@ def configure_jax() -> None:
   if FLAGS.coordinator_address:
     jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
                                **timeouts)
-  elif int(os.environ.get('SLURM_NTASKS', '1')) > 1:
-    jax.distributed.initialize(**timeouts)  # auto-detects the SLURM job layout
+  elif (int(os.environ.get('SLURM_NTASKS', '1')) > 1 or
+        len(os.environ.get('TPU_WORKER_HOSTNAMES', '').split(',')) > 1):
+    jax.distributed.initialize(**timeouts)  # auto-detects SLURM / multi-host Cloud TPU
 
 
 def parse_flags(argv: list[str]) -> list[str]:
