@@ -4,6 +4,17 @@ Run (on an accelerator; CIFAR-10 must be prepared as array_record first, e.g.
 `tfds build cifar10 --file_format=array_record`, which needs the internet):
   jaxgen-train --config=configs/ddpm_cifar10.py --workdir=runs/ddpm_cifar10
 
+Variants (after the colon) set the layout for a machine; nothing else changes:
+  (none)   float32, batch split over all devices, parameters replicated: runs anywhere.
+  tpu      a v4-8 (4 chips) or v5e-8 (8 chips) slice: bfloat16 compute, batch 128 split
+           over all chips (32 / 16 per chip), parameters replicated (the model is small).
+  gpu8     one node with 8 GPUs: bfloat16 compute, mesh data=8.
+  fsdp8    8 devices with parameters, EMA and Adam state sharded 8 ways (mesh fsdp=8):
+           the layout for models that do not fit replicated.
+Check a variant fits before launching it:
+  jaxgen-train --config=configs/ddpm_cifar10.py:tpu --compile_only --num_cpu_devices=8 \
+      --device_memory_gb=16
+
 Benchmark its training step (see benchmarks/train_step.py):
   python benchmarks/train_step.py --config=configs/ddpm_cifar10.py --batch_size=8
 """
@@ -12,8 +23,9 @@ import ml_collections
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  if arg not in (None, ''):
-    raise ValueError(f'unknown variant {arg!r}; this config has none')
+  variant = arg or 'default'
+  if variant not in ('default', 'tpu', 'gpu8', 'fsdp8'):
+    raise ValueError(f'unknown variant {variant!r}; use tpu, gpu8, fsdp8 or nothing')
   config = ml_collections.ConfigDict()
   config.seed = 0
   config.objective = 'diffusion'
@@ -86,6 +98,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.ema = ml_collections.ConfigDict()
   config.ema.decay = 0.9999
   config.ema.warmup = False
+
+  if variant in ('tpu', 'gpu8', 'fsdp8'):
+    config.model.compute_dtype = 'bfloat16'
+  if variant == 'tpu':
+    config.data.num_threads = 16
+  elif variant == 'gpu8':
+    config.mesh.data = 8
+  elif variant == 'fsdp8':
+    config.mesh.data, config.mesh.fsdp = 1, 8
 
   config.lock()
   return config

@@ -56,15 +56,31 @@ def test_compile_report_of_the_tiny_step():
 
 
 def test_compile_only_cli_for_the_cifar10_unet():
-  """The 35.7M DDPM CIFAR-10 step compiles for 8 devices on CPU; 16 GiB per device fits."""
+  """The 35.7M DDPM CIFAR-10 step (8-GPU variant: bf16) compiles for 8 devices on CPU."""
   proc = subprocess.run(
-      [sys.executable, '-m', 'jaxgen.main', f'--config={REPO}/configs/ddpm_cifar10.py',
+      [sys.executable, '-m', 'jaxgen.main', f'--config={REPO}/configs/ddpm_cifar10.py:gpu8',
        '--compile_only', '--device_memory_gb=16', '--num_cpu_devices=8'],
       capture_output=True, text=True, timeout=300, cwd=REPO,
       env={**os.environ, 'JAX_PLATFORMS': 'cpu'})
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert 'FLOPs per step per device' in proc.stdout
   assert 'fits in 16.0 GiB per device' in proc.stdout
+
+
+def test_cifar10_accelerator_variants_lay_out_as_documented():
+  shapes = {}
+  for variant in ('tpu', 'gpu8', 'fsdp8'):
+    config = load_config(variant, name='ddpm_cifar10')
+    s = train.setup(config)
+    assert config.model.compute_dtype == 'bfloat16'
+    kernel = s.state_shardings['params']['down'][5]['conv1']['kernel']  # (3, 3, 128, 256)
+    mu = s.state_shardings['opt_state'][1][0].mu['down'][5]['conv1']['kernel']
+    shapes[variant] = (dict(s.mesh.shape), kernel.spec, mu.spec)
+  P = jax.sharding.PartitionSpec
+  assert shapes['tpu'] == ({'data': 8, 'fsdp': 1}, P(), P())
+  assert shapes['gpu8'] == ({'data': 8, 'fsdp': 1}, P(), P())
+  assert shapes['fsdp8'] == ({'data': 1, 'fsdp': 8}, P(None, None, None, 'fsdp'),
+                             P(None, None, None, 'fsdp'))
 
 
 def test_gradient_accumulation_equals_one_large_batch():
