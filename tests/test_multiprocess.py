@@ -122,3 +122,26 @@ def test_a_missing_peer_fails_within_the_timeout(tmp_path, fake_fmnist):
   assert code != 0
   assert time.time() - start < 120
   assert not (tmp_path / 'alone' / 'checkpoints').exists()
+
+
+def test_a_peer_dying_mid_run_stops_the_other(tmp_path, fake_fmnist):
+  overrides = {**fake_fmnist, 'total_steps': 500, 'checkpoint_every': 5}
+  workdir = tmp_path / 'run'
+  port = _free_port()
+  procs = [subprocess.Popen(_cmd(workdir, overrides, i, port, ('--distributed_timeout_s=10',)),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            cwd=REPO) for i in (0, 1)]
+  try:
+    deadline = time.time() + 240
+    while not (workdir / 'checkpoints' / '10').exists():
+      assert time.time() < deadline and procs[0].poll() is None, 'training did not start'
+      time.sleep(0.2)
+    procs[1].kill()
+    killed_at = time.time()
+    out, _ = procs[0].communicate(timeout=90)
+  finally:
+    for proc in procs:
+      proc.kill()
+  assert procs[0].returncode != 0
+  assert time.time() - killed_at < 90
+  assert 'another task died' in out or 'stopped sending heartbeats' in out, out[-3000:]
