@@ -42,16 +42,18 @@ def sample_from_workdir(workdir: str, *, step: int | None, num_images: int, seed
   if step is None:
     ckpt.close()
     raise FileNotFoundError(f'no checkpoint in {directory}; train first with jaxgen-train')
-  config = ckpt.restore_config(step)
-  # Sampling needs no training batch: lay the model out on whatever devices are here.
-  config.mesh.data, config.mesh.fsdp = -1, 1
-  config.global_batch_size = jax.device_count()
-  s = train.setup(config)
-  state = ckpt.restore(step, s.restore_target)
+  try:
+    config = ckpt.restore_config(step)
+    # Sampling needs no training batch: lay the model out on whatever devices are here.
+    config.mesh.data, config.mesh.fsdp = -1, 1
+    config.global_batch_size = jax.device_count()
+    s = train.setup(config)
+    state = ckpt.restore(step, s.restore_target)
+  finally:
+    ckpt.close()
   sample_kwargs = {k: v for k, v in sample_kwargs.items() if v is not None}
   images = train.jit_sample(s, num_images, **sample_kwargs)(state, jax.random.key(seed))
-  ckpt.close()
-  return np.asarray(images), step, config
+  return images, step, config
 
 
 def main(argv: list[str]) -> None:

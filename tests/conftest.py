@@ -24,6 +24,44 @@ def load_config(variant: str = 'tiny', name: str = 'ddpm_fashion_mnist'):
       name, os.path.join(REPO, 'configs', f'{name}.py')).get_config(variant)
 
 
+def tiny_config_with(**overrides):
+  """The tiny config with dotted-path overrides, e.g. {'mesh.data': 4}."""
+  config = load_config('tiny')
+  with config.unlocked():
+    for key, value in overrides.items():
+      node = config
+      *parents, leaf = key.split('.')
+      for part in parents:
+        node = node[part]
+      node[leaf] = value
+  return config
+
+
+def write_idx(path, array):
+  """A gzipped unsigned-byte IDX file, the Fashion-MNIST download format."""
+  import gzip
+  import struct
+
+  import numpy as np
+
+  header = struct.pack('>BBBB', 0, 0, 0x08, array.ndim) + struct.pack(
+      f'>{array.ndim}I', *array.shape)
+  with gzip.open(path, 'wb') as f:
+    f.write(header + array.astype(np.uint8).tobytes())
+
+
+def write_fake_fashion_mnist(directory, num_train: int = 64, num_test: int = 16):
+  """Random images in the four Fashion-MNIST IDX files; labels cycle through 0..9."""
+  import numpy as np
+
+  directory.mkdir(parents=True, exist_ok=True)
+  rng = np.random.default_rng(0)
+  for prefix, n in (('train', num_train), ('t10k', num_test)):
+    write_idx(directory / f'{prefix}-images-idx3-ubyte.gz', rng.integers(0, 256, (n, 28, 28)))
+    write_idx(directory / f'{prefix}-labels-idx1-ubyte.gz', np.arange(n) % 10)
+  return directory
+
+
 @pytest.fixture
 def tiny_config():
   return load_config('tiny')

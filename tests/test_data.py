@@ -1,32 +1,18 @@
 """TFDS (our IDX builder and mock TFDS data) -> grain: values, shards, resume, errors."""
 
 import gzip
-import struct
 
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from conftest import load_config
+from conftest import load_config, write_fake_fashion_mnist
 from jaxgen.data import pipeline
-
-
-def write_idx(path, array):
-  header = struct.pack('>BBBB', 0, 0, 0x08, array.ndim) + struct.pack(
-      f'>{array.ndim}I', *array.shape)
-  with gzip.open(path, 'wb') as f:
-    f.write(header + array.astype(np.uint8).tobytes())
 
 
 @pytest.fixture
 def idx_dir(tmp_path):
-  rng = np.random.default_rng(0)
-  d = tmp_path / 'idx'
-  d.mkdir()
-  for prefix, n in (('train', 40), ('t10k', 10)):
-    write_idx(d / f'{prefix}-images-idx3-ubyte.gz', rng.integers(0, 256, (n, 28, 28)))
-    write_idx(d / f'{prefix}-labels-idx1-ubyte.gz', np.arange(n) % 10)
-  return d
+  return write_fake_fashion_mnist(tmp_path / 'idx', num_train=40, num_test=10)
 
 
 def _data_cfg(tmp_path, idx_dir, **overrides):

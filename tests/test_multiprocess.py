@@ -13,10 +13,9 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import REPO, load_config
+from conftest import REPO, tiny_config_with, write_fake_fashion_mnist
 from jaxgen import checkpoint, train
 from jaxgen.data import fashion_mnist
-from test_data import write_idx
 
 pytestmark = pytest.mark.slow
 
@@ -24,12 +23,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 def fake_fmnist(tmp_path):
   """Small IDX files, prepared as TFDS once here so the workers do not race to build it."""
-  idx = tmp_path / 'idx'
-  idx.mkdir()
-  rng = np.random.default_rng(0)
-  for prefix, n in (('train', 64), ('t10k', 16)):
-    write_idx(idx / f'{prefix}-images-idx3-ubyte.gz', rng.integers(0, 256, (n, 28, 28)))
-    write_idx(idx / f'{prefix}-labels-idx1-ubyte.gz', np.arange(n) % 10)
+  idx = write_fake_fashion_mnist(tmp_path / 'idx')
   data_dir = str(tmp_path / 'tfds')
   fashion_mnist.data_source('train', data_dir, str(idx))
   return {'data.data_dir': data_dir, 'data.manual_dir': str(idx), 'sample_every': 0,
@@ -70,18 +64,6 @@ def _run_two(workdir, overrides, timeout=300, only_first=False, extra=()):
   return outputs
 
 
-def _config(overrides):
-  config = load_config('tiny')
-  with config.unlocked():
-    for key, value in overrides.items():
-      node = config
-      *parents, leaf = key.split('.')
-      for p in parents:
-        node = node[p]
-      node[leaf] = type(node[leaf])(value)
-  return config
-
-
 def _restore(workdir, config, step):
   s = train.setup(config)
   ckpt = checkpoint.Checkpointer(str(workdir), every=1, keep=10, use_async=False)
@@ -96,7 +78,7 @@ def _assert_close(a, b):
 
 
 def test_two_processes_train_like_one_and_checkpoints_cross_over(tmp_path, fake_fmnist):
-  config = _config(fake_fmnist)
+  config = tiny_config_with(**fake_fmnist)
   # (a) 2 processes x 4 devices for 6 steps == 1 process x 8 devices.
   two = tmp_path / 'two'
   for code, out in _run_two(two, fake_fmnist):

@@ -6,6 +6,7 @@ import sys
 
 import jax
 import numpy as np
+import pytest
 
 from conftest import REPO, load_config
 from jaxgen import train
@@ -116,12 +117,8 @@ def test_micro_batches_must_split_over_devices():
   config = load_config('tiny')
   with config.unlocked():
     config.grad_accum_steps = 4  # 16 / 4 = 4 examples cannot split over 8 devices
-  try:
+  with pytest.raises(validate.ConfigError, match='config.grad_accum_steps=4'):
     validate.validate(config, 8, 1, registry.known_values(config))
-  except validate.ConfigError as e:
-    assert 'config.grad_accum_steps=4' in str(e)
-  else:
-    raise AssertionError('expected a ConfigError')
 
 
 def _fixed_batch(s, n=16):

@@ -11,23 +11,11 @@ import pytest
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from conftest import REPO, load_config
+from conftest import REPO, tiny_config_with, write_fake_fashion_mnist
 from jaxgen import checkpoint, train
 from jaxgen.data import fashion_mnist
 
 FMNIST_FILES = os.path.join(fashion_mnist.DEFAULT_IDX_DIR, 'train-images-idx3-ubyte.gz')
-
-
-def _config(**overrides):
-  config = load_config('tiny')
-  with config.unlocked():
-    for key, value in overrides.items():
-      node = config
-      *parents, leaf = key.split('.')
-      for p in parents:
-        node = node[p]
-      node[leaf] = value
-  return config
 
 
 def _leaves_equal(a, b):
@@ -38,7 +26,7 @@ def _leaves_equal(a, b):
 
 
 def test_tiny_model_overfits_a_fixed_batch():
-  config = _config(**{'optimizer.learning_rate': 3e-3, 'optimizer.decay': 'constant',
+  config = tiny_config_with(**{'optimizer.learning_rate': 3e-3, 'optimizer.decay': 'constant',
                       'total_steps': 100, 'model.dropout': 0.0})
   s = train.setup(config)
   state = train.init_state(s, jax.random.key(0))
@@ -61,7 +49,7 @@ def test_tiny_model_overfits_a_fixed_batch():
 def test_end_to_end_on_mock_tfds(tmp_path):
   workdir = str(tmp_path / 'run')
   with tfds.testing.mock_data(num_examples=64):
-    state = train.run(_config(), workdir)
+    state = train.run(tiny_config_with(), workdir)
   assert int(state['step']) == 6
   assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['1', '3', '6']
   grid = np.asarray(Image.open(os.path.join(workdir, 'samples', 'step_0000006.png')))
@@ -84,7 +72,7 @@ def test_end_to_end_on_mock_tfds(tmp_path):
                     '(apt-get install dataset-fashion-mnist)')
 def test_end_to_end_on_real_fashion_mnist(tmp_path):
   workdir = str(tmp_path / 'run')
-  config = _config(**{'data.data_dir': str(tmp_path / 'tfds'), 'total_steps': 4,
+  config = tiny_config_with(**{'data.data_dir': str(tmp_path / 'tfds'), 'total_steps': 4,
                       'sample_every': 0})
   state = train.run(config, workdir)
   assert int(state['step']) == 4
@@ -103,7 +91,7 @@ def test_end_to_end_on_real_fashion_mnist(tmp_path):
 
 
 def test_resume_equals_uninterrupted_run(tmp_path):
-  config = _config(**{'sample_every': 0})
+  config = tiny_config_with(**{'sample_every': 0})
   with tfds.testing.mock_data(num_examples=64):
     straight = train.run(config, str(tmp_path / 'straight'))
     interrupted = str(tmp_path / 'interrupted')
@@ -119,15 +107,15 @@ def test_resume_equals_uninterrupted_run(tmp_path):
 
 def test_checkpoint_restores_onto_a_different_mesh(tmp_path):
   workdir = str(tmp_path / 'run')
-  config = _config(**{'mesh.data': 4, 'mesh.fsdp': 2, 'sharding.fsdp_min_size': 1024,
+  config = tiny_config_with(**{'mesh.data': 4, 'mesh.fsdp': 2, 'sharding.fsdp_min_size': 1024,
                       'total_steps': 3, 'sample_every': 0})
   with tfds.testing.mock_data(num_examples=64):
     trained = train.run(config, workdir)
   kernel = trained['params']['up'][0]['conv1']['kernel']
   assert kernel.sharding.spec == jax.sharding.PartitionSpec(None, None, 'fsdp', None)
   for data, fsdp in ((8, 1), (2, 4)):
-    other = _config(**{'mesh.data': data, 'mesh.fsdp': fsdp, 'sharding.fsdp_min_size': 1024,
-                       'total_steps': 3})
+    other = tiny_config_with(**{'mesh.data': data, 'mesh.fsdp': fsdp, 'total_steps': 3,
+                                'sharding.fsdp_min_size': 1024})
     s = train.setup(other)
     ckpt = checkpoint.Checkpointer(workdir, every=1, keep=10, use_async=False)
     restored = ckpt.restore(3, s.restore_target)
@@ -141,7 +129,7 @@ def test_checkpoint_restores_onto_a_different_mesh(tmp_path):
 def test_sample_cli_writes_grid_and_npz(tmp_path):
   workdir = str(tmp_path / 'run')
   with tfds.testing.mock_data(num_examples=64):
-    train.run(_config(), workdir, stop_at_step=2)
+    train.run(tiny_config_with(), workdir, stop_at_step=2)
   out = str(tmp_path / 'out' / 'grid')
   proc = subprocess.run(
       [sys.executable, '-m', 'jaxgen.sample', f'--workdir={workdir}', '--num_images=6',
@@ -162,7 +150,7 @@ def test_sample_from_empty_workdir_is_a_clear_error(tmp_path):
 
 
 def test_objective_sample_returns_uint8_images():
-  s = train.setup(_config())
+  s = train.setup(tiny_config_with())
   state = train.init_state(s, jax.random.key(0))
   for sampler in ('ddpm', 'ddim'):
     for n in (5, 8):  # 8 images are split over the 8 devices, 5 are not
@@ -176,14 +164,7 @@ def test_kill_9_then_rerun_resumes_from_last_checkpoint(tmp_path):
   import signal
   import time
 
-  fake_idx = tmp_path / 'idx'
-  fake_idx.mkdir()
-  from test_data import write_idx
-
-  rng = np.random.default_rng(0)
-  for prefix, n in (('train', 64), ('t10k', 16)):
-    write_idx(fake_idx / f'{prefix}-images-idx3-ubyte.gz', rng.integers(0, 256, (n, 28, 28)))
-    write_idx(fake_idx / f'{prefix}-labels-idx1-ubyte.gz', np.arange(n) % 10)
+  fake_idx = write_fake_fashion_mnist(tmp_path / 'idx')
   workdir = tmp_path / 'run'
   overrides = {'total_steps': 40, 'checkpoint_every': 4, 'sample_every': 0, 'log_every': 4,
                'data.data_dir': str(tmp_path / 'tfds'), 'data.manual_dir': str(fake_idx)}
@@ -205,7 +186,7 @@ def test_kill_9_then_rerun_resumes_from_last_checkpoint(tmp_path):
   assert rerun.returncode == 0, rerun.stderr[-3000:]
   resumed_at = int(rerun.stdout.split('resumed from checkpoint at step ')[1].split()[0])
   assert 12 <= resumed_at < 40
-  config = _config(**overrides)
+  config = tiny_config_with(**overrides)
   straight = train.run(config, str(tmp_path / 'straight'))
   s = train.setup(config)
   ckpt = checkpoint.Checkpointer(str(workdir), every=1, keep=10, use_async=False)
