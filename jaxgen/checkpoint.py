@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 import grain
 import ml_collections
 import orbax.checkpoint as ocp
+
+from jaxgen import paths
 
 CHECKPOINT_DIR = 'checkpoints'
 
@@ -21,7 +22,7 @@ class Checkpointer:
   """Saves every `every` steps (async), keeps the newest `keep`, restores the latest."""
 
   def __init__(self, workdir: str, *, every: int, keep: int, use_async: bool = True):
-    self.directory = os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR))
+    self.directory = paths.workdir_path(workdir) / CHECKPOINT_DIR
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep, save_interval_steps=every, enable_async_checkpointing=use_async,
         cleanup_tmp_directories=True, create=True)

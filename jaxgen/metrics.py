@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import io
 import json
 import os
 import sys
@@ -12,7 +13,10 @@ from typing import Any
 import jax
 import numpy as np
 from clu import metrics as clu_metrics
+from etils import epath
 from PIL import Image
+
+from jaxgen import paths
 
 METRICS_FILE = 'metrics.jsonl'
 
@@ -58,56 +62,122 @@ def image_grid(images: np.ndarray, columns: int | None = None) -> np.ndarray:
   return grid
 
 
-def save_png(path: str, image: np.ndarray) -> None:
+def save_png(path: str | os.PathLike, image: np.ndarray) -> None:
+  """Writes a PNG to a local path or an object-store URI."""
   image = np.asarray(image)
-  Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(path)
+  with paths.workdir_path(path).open('wb') as f:
+    Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(f, format='PNG')
+
+
+class _ObjectRecordFile:
+  """A tensorboardX event file on an object store: buffered; each flush rewrites the object.
+
+  Replaces tensorboardX's own gs:// writer, which uploads again when garbage-collected
+  (retrying for minutes if the store has gone) and has no s3/epath counterpart.
+  """
+
+  def __init__(self, path: str):
+    self.path, self.buffer, self.dirty = epath.Path(path), io.BytesIO(), False
+
+  def write(self, data: bytes) -> None:
+    self.buffer.write(data)
+    self.dirty = True
+
+  def flush(self) -> None:
+    if self.dirty:
+      self.path.write_bytes(self.buffer.getvalue())
+      self.dirty = False
+
+  def close(self) -> None:
+    self.flush()
+
+
+class _ObjectRecordFiles:
+  open = staticmethod(_ObjectRecordFile)
+
+  def directory_check(self, path: str) -> None:
+    del path  # object stores have no directories to create
+
+
+# Each flush rewrites a remote event file whole, so a remote writer starts a new file
+# (TensorBoard reads every file in the directory) after this many flushes.
+_REMOTE_FLUSHES_PER_FILE = 50
 
 
 class MetricWriter:
   """TensorBoard event files (via tensorboardX, no TensorFlow) plus `metrics.jsonl`.
 
-  Only process 0 writes; other processes get a writer that does nothing.
+  Only process 0 writes; other processes get a writer that does nothing. On object stores
+  (gs://), which cannot append, the JSONL file is rewritten whole at each write.
   """
 
   def __init__(self, workdir: str, *, enabled: bool = True, resume_step: int | None = None):
     self.enabled = enabled
     if not enabled:
       return
-    from tensorboardX import SummaryWriter  # heavy import, only where used
-
-    os.makedirs(workdir, exist_ok=True)
-    self.jsonl_path = os.path.join(workdir, METRICS_FILE)
+    directory = paths.workdir_path(workdir)
+    directory.mkdir(parents=True, exist_ok=True)
+    self.jsonl_path = directory / METRICS_FILE
+    self._remote = paths.is_remote(directory)
+    lines = self._read_lines()
     if resume_step is not None:
-      self._truncate_after(resume_step)
-    self.tb = SummaryWriter(logdir=os.path.join(workdir, 'tensorboard'))
+      # Drop records a crashed run wrote after the checkpoint we resume from.
+      kept = [line for line in lines if json.loads(line)['step'] <= resume_step]
+      if len(kept) != len(lines):
+        self._write_all(kept)
+      lines = kept
+    self._lines = lines
+    self._tb_dir, self._tb_files, self._flushes = os.fspath(directory / 'tensorboard'), 0, 0
+    self.tb = self._open_tb()
 
-  def _truncate_after(self, step: int) -> None:
-    """Drop records a crashed run wrote after the checkpoint we resume from."""
-    if not os.path.exists(self.jsonl_path):
-      return
-    with open(self.jsonl_path) as f:
-      lines = f.readlines()
-    kept = [line for line in lines if line.strip() and json.loads(line)['step'] <= step]
-    if len(kept) != len(lines):
-      tmp = self.jsonl_path + '.tmp'
-      with open(tmp, 'w') as f:
-        f.writelines(kept)
-      os.replace(tmp, self.jsonl_path)
+  def _open_tb(self):
+    from tensorboardX import SummaryWriter, record_writer  # heavy import, only where used
+
+    if self._remote:
+      for scheme in ('gs', 's3'):
+        record_writer.register_writer_factory(scheme, _ObjectRecordFiles())
+    self._tb_files += 1
+    return SummaryWriter(logdir=self._tb_dir, filename_suffix=f'.{self._tb_files}')
+
+  def _flush_tb(self) -> None:
+    self.tb.flush()
+    self._flushes += 1
+    if self._remote and self._flushes % _REMOTE_FLUSHES_PER_FILE == 0:
+      self.tb.close()
+      self.tb = self._open_tb()
+
+  def _read_lines(self) -> list[str]:
+    if not self.jsonl_path.exists():
+      return []
+    return [line + '\n' for line in self.jsonl_path.read_text().splitlines() if line.strip()]
+
+  def _write_all(self, lines: list[str]) -> None:
+    if self._remote:  # an object write is atomic
+      self.jsonl_path.write_text(''.join(lines))
+    else:
+      tmp = self.jsonl_path.with_name(METRICS_FILE + '.tmp')
+      tmp.write_text(''.join(lines))
+      tmp.replace(self.jsonl_path)
 
   def write_scalars(self, step: int, scalars: dict[str, Any]) -> None:
     if not self.enabled:
       return
     record = {'step': int(step), **{k: float(v) for k, v in scalars.items()}}
-    with open(self.jsonl_path, 'a') as f:
-      f.write(json.dumps(record) + '\n')
+    line = json.dumps(record) + '\n'
+    if self._remote:
+      self._lines.append(line)
+      self._write_all(self._lines)
+    else:
+      with self.jsonl_path.open('a') as f:
+        f.write(line)
     for name, value in scalars.items():
       self.tb.add_scalar(name, float(value), int(step))
-    self.tb.flush()
+    self._flush_tb()
 
   def write_image(self, step: int, name: str, image: np.ndarray) -> None:
     if self.enabled:
       self.tb.add_image(name, np.asarray(image), int(step), dataformats='HWC')
-      self.tb.flush()
+      self._flush_tb()
 
   def close(self) -> None:
     if self.enabled:

@@ -7,12 +7,10 @@ Writes `<output>.png` (a grid) and `<output>.npz` (`images`: uint8 [N, H, W, C])
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 from absl import app, flags
 
-from jaxgen import runtime
+from jaxgen import paths, runtime
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'A training workdir (holds checkpoints/).')
@@ -34,8 +32,8 @@ def sample_from_workdir(workdir: str, *, step: int | None, num_images: int, seed
 
   from jaxgen import checkpoint, train
 
-  directory = os.path.join(workdir, checkpoint.CHECKPOINT_DIR)
-  if not os.path.isdir(directory):
+  directory = paths.workdir_path(workdir) / checkpoint.CHECKPOINT_DIR
+  if not directory.is_dir():
     raise FileNotFoundError(f'no checkpoint in {directory}; train first with jaxgen-train')
   ckpt = checkpoint.Checkpointer(workdir, every=1, keep=1_000_000, use_async=False)
   step = ckpt.latest_step() if step is None else step
@@ -70,11 +68,12 @@ def main(argv: list[str]) -> None:
     runtime.fail(str(e))
   sampler = FLAGS.sampler or config.diffusion.sampler
   steps = FLAGS.steps or config.diffusion.sample_steps
-  output = FLAGS.output or os.path.join(FLAGS.workdir, 'samples',
-                                        f'sample_{step:07d}_{sampler}{steps}')
-  os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-  metrics.save_png(output + '.png', metrics.image_grid(images))
-  np.savez_compressed(output + '.npz', images=images)
+  output = paths.workdir_path(
+      FLAGS.output or f'{FLAGS.workdir}/samples/sample_{step:07d}_{sampler}{steps}')
+  output.parent.mkdir(parents=True, exist_ok=True)
+  metrics.save_png(f'{output}.png', metrics.image_grid(images))
+  with paths.workdir_path(f'{output}.npz').open('wb') as f:
+    np.savez_compressed(f, images=images)
   print(f'wrote {output}.png and {output}.npz ({len(images)} images, step {step})')
 
 

@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import time
 from typing import Any
 
 import jax
 import ml_collections
 import numpy as np
+from etils import epath
 from jax.experimental import multihost_utils
 
-from jaxgen import checkpoint, metrics, registry, sharding, validate
+from jaxgen import checkpoint, metrics, paths, registry, sharding, validate
 from jaxgen import state as state_lib
 from jaxgen.data import pipeline
 from jaxgen.objectives import Objective
@@ -129,12 +129,12 @@ def format_report(report: dict[str, Any]) -> str:
 
 
 def write_sample_grid(s: Setup, sample_fn, state, rng, step: int, workdir: str,
-                      writer: metrics.MetricWriter) -> str:
+                      writer: metrics.MetricWriter) -> epath.Path:
   images = sample_fn(state, rng)
   grid = metrics.image_grid(images)
-  path = os.path.join(workdir, SAMPLES_DIR, f'step_{step:07d}.png')
+  path = paths.workdir_path(workdir) / SAMPLES_DIR / f'step_{step:07d}.png'
   if jax.process_index() == 0:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
     metrics.save_png(path, grid)
     writer.write_image(step, 'samples', grid)
   return path
@@ -172,7 +172,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, stop_at_step: int | 
       params = s.objective.sample_params(s.abstract_state)
       metrics.print_line(f'{config.objective}: {state_lib.count_params(params) / 1e6:.2f}M '
                          f'parameters; mesh {dict(s.mesh.shape)}; global batch '
-                         f'{config.global_batch_size}; workdir {os.path.abspath(workdir)}')
+                         f'{config.global_batch_size}; workdir {paths.workdir_path(workdir)}')
 
     train_step = jit_train_step(s)
     sample_fn = jit_sample(s, config.num_sample_images)

@@ -5,7 +5,7 @@
 # jaxgen-train from the TPU environment.
 #
 #   launch/gke_xpk.sh --cluster my-cluster --workload c10-run --tpu-type v5litepod-16 \
-#       [--num-slices 1] [--dry-run] -- --config=configs/ddpm_cifar10.py --workdir=/mnt/shared/runs/c10
+#       [--num-slices 1] [--dry-run] -- --config=configs/ddpm_cifar10.py --workdir=gs://my-bucket/runs/c10
 set -euo pipefail
 
 cluster="" workload="" tpu_type="v5litepod-16" num_slices=1 dry_run=0
@@ -27,7 +27,7 @@ fi
 train_args=$(printf '%q ' "$@")
 cmd=(xpk workload create --cluster="$cluster" --workload="$workload" --tpu-type="$tpu_type"
      --num-slices="$num_slices" --base-docker-image=python:3.11-slim --script-dir=.
-     --command="pip install -q -e . 'jax[tpu]==0.10.2' && jaxgen-train $train_args")
+     --command="pip install -q -e '.[gcs]' 'jax[tpu]==0.10.2' && jaxgen-train $train_args")
 if [[ $dry_run -eq 1 ]]; then
   printf '%q ' "${cmd[@]}"
   printf '\n'

@@ -5,7 +5,7 @@
 #
 #   launch/tpu_vm.sh --name my-tpu --zone us-central2-b --accelerator-type v4-8 --create \
 #       [--project P] [--version tpu-ubuntu2204-base] [--delete] [--dry-run] \
-#       -- --config=configs/ddpm_cifar10.py --workdir=/mnt/shared/runs/c10
+#       -- --config=configs/ddpm_cifar10.py --workdir=gs://my-bucket/runs/c10
 #
 # On TPU VMs jaxgen-train calls jax.distributed.initialize() itself when there is more
 # than one worker (TPU_WORKER_HOSTNAMES); no coordinator flags are needed.
@@ -53,7 +53,7 @@ if [[ $create -eq 1 ]]; then
 fi
 run git archive --format=tar.gz -o "$archive" HEAD
 run "${gcloud_tpu[@]}" scp "$archive" "$name:jaxgen-src.tar.gz" "${where[@]}" --worker=all
-run "${gcloud_tpu[@]}" ssh "$name" "${where[@]}" --worker=all --command="mkdir -p jaxgen && tar -xzf jaxgen-src.tar.gz -C jaxgen && cd jaxgen && python3 -m venv .venv && .venv/bin/pip install -q -e . 'jax[tpu]==0.10.2'"
+run "${gcloud_tpu[@]}" ssh "$name" "${where[@]}" --worker=all --command="mkdir -p jaxgen && tar -xzf jaxgen-src.tar.gz -C jaxgen && cd jaxgen && python3 -m venv .venv && .venv/bin/pip install -q -e '.[gcs]' 'jax[tpu]==0.10.2'"
 run "${gcloud_tpu[@]}" ssh "$name" "${where[@]}" --worker=all --command="cd jaxgen && .venv/bin/jaxgen-train $train_args"
 if [[ $delete -eq 1 ]]; then
   run "${gcloud_tpu[@]}" delete "$name" "${where[@]}" --quiet
