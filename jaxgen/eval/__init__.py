@@ -1,0 +1,1 @@
+"""Evaluation: sample-quality metrics, feature extractors and the jaxgen-eval program."""
