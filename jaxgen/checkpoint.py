@@ -21,12 +21,20 @@ def _to_json(config: ml_collections.ConfigDict) -> dict[str, Any]:
 class Checkpointer:
   """Saves every `every` steps (async), keeps the newest `keep`, restores the latest."""
 
-  def __init__(self, workdir: str, *, every: int, keep: int, use_async: bool = True):
+  def __init__(self, workdir: str, *, every: int = 1, keep: int | None = None,
+               use_async: bool = True, read_only: bool = False):
+    """`read_only` is for readers of a run that may still be training (sample, eval): they
+    never create directories or clean up the trainer's in-progress saves."""
     self.directory = paths.workdir_path(workdir) / CHECKPOINT_DIR
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep, save_interval_steps=every, enable_async_checkpointing=use_async,
-        cleanup_tmp_directories=True, create=True)
+        cleanup_tmp_directories=not read_only, create=not read_only, read_only=read_only)
     self.manager = ocp.CheckpointManager(self.directory, options=options)
+
+  def all_steps(self) -> list[int]:
+    """Complete checkpoints on disk now (re-read, so a reader sees a trainer's new saves)."""
+    self.manager.reload()
+    return sorted(self.manager.all_steps())
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from absl import app, flags
 
-from jaxgen import paths, runtime
+from jaxgen import runtime
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'A training workdir (holds checkpoints/).')
@@ -25,35 +25,6 @@ flags.DEFINE_string('output', None, 'Output path without extension '
 flags.mark_flags_as_required(['workdir'])
 
 
-def sample_from_workdir(workdir: str, *, step: int | None, num_images: int, seed: int,
-                        **sample_kwargs) -> tuple[np.ndarray, int, dict]:
-  """uint8 samples from the checkpoint at `step` (latest if None), its step, and the config."""
-  import jax
-
-  from jaxgen import checkpoint, train
-
-  directory = paths.workdir_path(workdir) / checkpoint.CHECKPOINT_DIR
-  if not directory.is_dir():
-    raise FileNotFoundError(f'no checkpoint in {directory}; train first with jaxgen-train')
-  ckpt = checkpoint.Checkpointer(workdir, every=1, keep=1_000_000, use_async=False)
-  step = ckpt.latest_step() if step is None else step
-  if step is None:
-    ckpt.close()
-    raise FileNotFoundError(f'no checkpoint in {directory}; train first with jaxgen-train')
-  try:
-    config = ckpt.restore_config(step)
-    # Sampling needs no training batch: lay the model out on whatever devices are here.
-    config.mesh.data, config.mesh.fsdp = -1, 1
-    config.global_batch_size = jax.device_count()
-    s = train.setup(config)
-    state = ckpt.restore(step, s.restore_target)
-  finally:
-    ckpt.close()
-  sample_kwargs = {k: v for k, v in sample_kwargs.items() if v is not None}
-  images = train.jit_sample(s, num_images, **sample_kwargs)(state, jax.random.key(seed))
-  return images, step, config
-
-
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     runtime.fail(f'unexpected arguments {argv[1:]}')
@@ -61,7 +32,9 @@ def main(argv: list[str]) -> None:
   from jaxgen import metrics
 
   try:
-    images, step, config = sample_from_workdir(
+    from jaxgen import inference, paths
+
+    images, step, config = inference.sample_from_workdir(
         FLAGS.workdir, step=FLAGS.step, num_images=FLAGS.num_images, seed=FLAGS.seed,
         sampler=FLAGS.sampler, steps=FLAGS.steps, eta=FLAGS.eta)
   except (FileNotFoundError, ValueError) as e:

@@ -15,7 +15,7 @@ import tensorflow_datasets as tfds
 from etils import epath
 
 from conftest import tiny_config_with
-from jaxgen import sample, train
+from jaxgen import inference, train
 
 
 def _faithful_downloads(monkeypatch):
@@ -92,5 +92,5 @@ def test_gs_workdir_trains_resumes_and_logs(bucket, tmp_path):
   assert list((root / 'tensorboard').glob('events.out.tfevents.*'))
   assert (root / 'samples' / 'step_0000006.png').read_bytes()[:4] == b'\x89PNG'
 
-  images, step, _ = sample.sample_from_workdir(workdir, step=None, num_images=4, seed=0)
+  images, step, _ = inference.sample_from_workdir(workdir, step=None, num_images=4, seed=0)
   assert step == 6 and images.shape == (4, 28, 28, 1) and images.dtype == np.uint8

@@ -9,6 +9,7 @@ Kynkaanniemi et al. 2019 (k-NN precision and recall).
 from __future__ import annotations
 
 import os
+import warnings
 from typing import NamedTuple
 
 import numpy as np
@@ -40,10 +41,12 @@ def frechet_distance(a: Stats, b: Stats, eps: float = 1e-6) -> float:
   if mu1.shape != mu2.shape or s1.shape != s2.shape:
     raise ValueError(f'statistics of different dimensions: {mu1.shape} vs {mu2.shape}')
   diff = mu1 - mu2
-  covmean = scipy.linalg.sqrtm(s1 @ s2)
-  if not np.isfinite(covmean).all():
-    offset = np.eye(len(s1)) * eps
-    covmean = scipy.linalg.sqrtm((s1 + offset) @ (s2 + offset))
+  with warnings.catch_warnings():  # a singular product is handled below
+    warnings.simplefilter('ignore', scipy.linalg.LinAlgWarning)
+    covmean = scipy.linalg.sqrtm(s1 @ s2)
+    if not np.isfinite(covmean).all():
+      offset = np.eye(len(s1)) * eps
+      covmean = scipy.linalg.sqrtm((s1 + offset) @ (s2 + offset))
   if np.iscomplexobj(covmean):
     if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
       raise ValueError('Frechet distance: the covariance product has a square root with an '

@@ -1,0 +1,201 @@
+"""A small Fashion-MNIST classifier whose penultimate features give FD-FMNIST.
+
+The FID Inception weights cannot be downloaded on every machine; this network is trained
+by the project itself (`jaxgen-eval train_classifier`, about 2 minutes on 2 CPU cores) and
+saved as an orbax checkpoint. Its 128-d penultimate activations play the role of
+Inception's pool features (a Frechet distance, "FD-FMNIST"), and its class predictions on
+samples show which classes a generator covers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from flax import nnx
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from jaxgen.data import fashion_mnist, pipeline
+from jaxgen.models.functional import FunctionalModel
+
+NUM_CLASSES = 10
+FEATURE_DIM = 128
+CLASS_NAMES = ('t-shirt', 'trouser', 'pullover', 'dress', 'coat', 'sandal', 'shirt', 'sneaker',
+               'bag', 'boot')
+
+
+class FashionClassifier(nnx.Module):
+  """conv32 x2 -> pool -> conv64 x2 -> pool -> dense 128 (features) -> dense 10."""
+
+  def __init__(self, rngs: nnx.Rngs):
+    conv = lambda i, o: nnx.Conv(i, o, (3, 3), padding='SAME', rngs=rngs)
+    self.convs = nnx.List([conv(1, 32), conv(32, 32), conv(32, 64), conv(64, 64)])
+    self.features = nnx.Linear(7 * 7 * 64, FEATURE_DIM, rngs=rngs)
+    self.head = nnx.Linear(FEATURE_DIM, NUM_CLASSES, rngs=rngs)
+
+  def __call__(self, images: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """uint8 [N, 28, 28, 1] -> (features [N, 128], logits [N, 10])."""
+    x = images.astype(jnp.float32) / 127.5 - 1.0
+    for i, conv in enumerate(self.convs):
+      x = jax.nn.relu(conv(x))
+      if i % 2 == 1:
+        x = nnx.max_pool(x, (2, 2), strides=(2, 2))
+    features = jax.nn.relu(self.features(x.reshape(len(x), -1)))
+    return features, self.head(features)
+
+
+MODEL = FunctionalModel(FashionClassifier)
+
+
+def data_config(data_dir: str = '', manual_dir: str = fashion_mnist.DEFAULT_IDX_DIR
+                ) -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict({
+      'name': 'fashion_mnist', 'split': 'train', 'data_dir': data_dir, 'manual_dir': manual_dir,
+      'image_key': 'image', 'label_key': 'label'})
+
+
+def load_split(cfg: ml_collections.ConfigDict, split: str, limit: int | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+  """uint8 images [N, 28, 28, 1] and int labels [N] of a Fashion-MNIST split."""
+  source = pipeline.load_source(cfg, split)
+  n = len(source) if limit is None else min(limit, len(source))
+  examples = [source[i] for i in range(n)]
+  images = np.stack([np.asarray(e[cfg.image_key]).reshape(28, 28, 1) for e in examples])
+  labels = np.asarray([e[cfg.label_key] for e in examples], np.int32)
+  return images.astype(np.uint8), labels
+
+
+def _mesh_sharding() -> tuple[NamedSharding, NamedSharding]:
+  mesh = jax.make_mesh((jax.device_count(),), ('data',),
+                       axis_types=(jax.sharding.AxisType.Explicit,))
+  return NamedSharding(mesh, P('data')), NamedSharding(mesh, P())
+
+
+def predict(params: dict[str, Any], images: np.ndarray, batch_size: int = 512
+            ) -> tuple[np.ndarray, np.ndarray]:
+  """Features and logits of uint8 images, batched and sharded over the local devices."""
+  batch_sharding, replicated = _mesh_sharding()
+  params = jax.device_put(params, replicated)
+  fn = jax.jit(MODEL.apply, out_shardings=(batch_sharding, batch_sharding))
+  step = batch_size - batch_size % jax.device_count() or jax.device_count()
+  features, logits = [], []
+  for start in range(0, len(images), step):
+    chunk = images[start:start + step]
+    pad = (-len(chunk)) % jax.device_count()
+    padded = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
+    feats, lgts = jax.device_get(fn(params, jax.device_put(padded, batch_sharding)))
+    features.append(feats[:len(chunk)])
+    logits.append(lgts[:len(chunk)])
+  return np.concatenate(features), np.concatenate(logits)
+
+
+class Trained(NamedTuple):
+  params: dict[str, Any]
+  test_accuracy: float
+
+
+def train(cfg: ml_collections.ConfigDict, *, epochs: int = 4, batch_size: int = 128,
+          learning_rate: float = 1e-3, seed: int = 0, limit: int | None = None) -> Trained:
+  """Adam on the train split; returns the params and the test-split accuracy."""
+  images, labels = load_split(cfg, 'train', limit)
+  test_images, test_labels = load_split(cfg, 'test', limit)
+  batch_size = min(batch_size, len(images) - len(images) % jax.device_count())
+  if batch_size <= 0 or batch_size % jax.device_count():
+    raise ValueError(f'batch_size={batch_size} must divide over {jax.device_count()} devices')
+  batch_sharding, replicated = _mesh_sharding()
+  steps_per_epoch = len(images) // batch_size
+  optimizer = optax.adam(optax.cosine_decay_schedule(learning_rate, epochs * steps_per_epoch))
+  params = jax.device_put(MODEL.init(jax.random.key(seed)), replicated)
+  opt_state = jax.device_put(optimizer.init(params), replicated)
+
+  def loss_fn(params, x, y):
+    _, logits = MODEL.apply(params, x)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+  def step(params, opt_state, x, y):
+    loss, grads = jax.value_and_grad(loss_fn)(params, x, y)
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss
+
+  step = jax.jit(step, in_shardings=(replicated, replicated, batch_sharding, batch_sharding),
+                 out_shardings=(replicated, replicated, replicated), donate_argnums=(0, 1))
+
+  rng = np.random.default_rng(seed)
+  for epoch in range(epochs):
+    start, order, losses = time.perf_counter(), rng.permutation(len(images)), []
+    for i in range(steps_per_epoch):
+      idx = order[i * batch_size:(i + 1) * batch_size]
+      x, y = jax.device_put((images[idx], labels[idx]), batch_sharding)
+      params, opt_state, loss = step(params, opt_state, x, y)
+      losses.append(loss)
+      if len(losses) > 4:
+        # Keep at most a few steps in flight: with hundreds queued, XLA:CPU's cross-device
+        # all-reduce can wait forever for a participant (a rendezvous abort after 40 s).
+        jax.block_until_ready(losses[-4])
+    logging.info('classifier epoch %d: loss %.4f (%.0fs)', epoch + 1,
+                 float(np.mean(jax.device_get(losses))), time.perf_counter() - start)
+  _, logits = predict(params, test_images)
+  return Trained(params, float((logits.argmax(1) == test_labels).mean()))
+
+
+def save(directory: str | os.PathLike, trained: Trained, meta: dict[str, Any]) -> None:
+  """An orbax checkpoint: `params` (StandardSave) and `meta` (JSON, with the accuracy)."""
+  meta = {**meta, 'test_accuracy': trained.test_accuracy, 'feature_dim': FEATURE_DIM}
+  with ocp.CheckpointManager(os.path.abspath(directory)) as manager:
+    manager.save(0, args=ocp.args.Composite(params=ocp.args.StandardSave(trained.params),
+                                            meta=ocp.args.JsonSave(meta)), force=True)
+    manager.wait_until_finished()
+
+
+def load(directory: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
+  """(params, meta) of a classifier saved by `save`."""
+  directory = os.path.abspath(directory)
+  if not os.path.isdir(directory):
+    raise FileNotFoundError(f'no Fashion-MNIST classifier in {directory}; train one with '
+                            f'`jaxgen-eval train_classifier --output={directory}`')
+  with ocp.CheckpointManager(directory) as manager:
+    step = manager.latest_step()
+    if step is None:
+      raise FileNotFoundError(f'{directory} holds no classifier checkpoint; train one with '
+                              f'`jaxgen-eval train_classifier --output={directory}`')
+    abstract = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
+                                      MODEL.abstract_params())
+    restored = manager.restore(step, args=ocp.args.Composite(
+        params=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+  logging.info('classifier %s: %s', directory, json.dumps(restored['meta']))
+  return restored['params'], restored['meta']
+
+
+TRAIN_STATS = 'train_stats.npz'  # pytorch-fid layout: mu, sigma of train-split features
+TEST_FEATURES = 'test_features.npz'  # features and labels of the test split
+
+
+def write_reference(directory: str | os.PathLike, params: dict[str, Any],
+                    cfg: ml_collections.ConfigDict) -> None:
+  """Feature statistics of the train split and features of the test split, beside the model."""
+  from jaxgen.eval import fid
+
+  train_features, _ = predict(params, load_split(cfg, 'train')[0])
+  fid.save_stats(os.path.join(directory, TRAIN_STATS), fid.stats_of(train_features))
+  test_images, test_labels = load_split(cfg, 'test')
+  test_features, _ = predict(params, test_images)
+  np.savez(os.path.join(directory, TEST_FEATURES), features=test_features, labels=test_labels)
+
+
+def load_reference(directory: str | os.PathLike):
+  """(train Stats, test features [N, 128]) written by `write_reference`."""
+  from jaxgen.eval import fid
+
+  train = fid.load_reference(os.path.join(directory, TRAIN_STATS)).stats
+  with np.load(os.path.join(directory, TEST_FEATURES), allow_pickle=False) as data:
+    return train, data['features']

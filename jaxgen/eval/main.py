@@ -1,0 +1,97 @@
+"""jaxgen-eval: sample a trained run's checkpoints and measure them, apart from training.
+
+  jaxgen-eval --workdir=runs/demo --num_samples=5000          # the latest checkpoint
+  jaxgen-eval --workdir=runs/demo --watch                     # each new checkpoint, once
+  jaxgen-eval train_classifier --output=runs/fmnist_classifier
+  jaxgen-eval stats --split=train --output=fmnist_train_stats.npz
+"""
+
+from __future__ import annotations
+
+import os
+
+from absl import app, flags
+
+from jaxgen import runtime
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string('workdir', None, 'A training workdir (holds checkpoints/).')
+flags.DEFINE_integer('step', None, 'Checkpoint step to evaluate (default: the latest).')
+flags.DEFINE_integer('num_samples', 50_000, 'Samples to generate per checkpoint.')
+flags.DEFINE_integer('batch_size', 500, 'Samples per sampling call (split over devices).')
+flags.DEFINE_string('sampler', None, 'Sampler (default: the config\'s), e.g. ddim, ddpm.')
+flags.DEFINE_integer('steps', None, 'Sampler steps (default: the config\'s).')
+flags.DEFINE_float('eta', None, 'DDIM eta (default: the config\'s).')
+flags.DEFINE_integer('seed', 0, 'Sampling seed (the same for every checkpoint).')
+flags.DEFINE_string('classifier_dir', 'runs/fmnist_classifier',
+                    'The Fashion-MNIST classifier for FD-FMNIST (jaxgen-eval train_classifier).')
+flags.DEFINE_bool('watch', False, 'Follow the workdir: evaluate each new checkpoint once, until '
+                  'the run\'s last step is done or --watch_timeout_s pass with nothing new.')
+flags.DEFINE_float('poll_s', 30.0, 'With --watch: seconds between looks for new checkpoints.')
+flags.DEFINE_float('watch_timeout_s', 3600.0, 'With --watch: stop after this long idle.')
+flags.DEFINE_string('output', None, 'train_classifier/stats: where to write.')
+flags.DEFINE_integer('epochs', 3, 'train_classifier: epochs over the train split.')
+flags.DEFINE_string('split', 'train', 'stats: the Fashion-MNIST split.')
+flags.DEFINE_string('data_dir', '', 'TFDS data_dir for the classifier\'s Fashion-MNIST.')
+flags.DEFINE_string('manual_dir', '/usr/share/datasets/fashion-mnist',
+                    'Fashion-MNIST IDX files, when TFDS has not prepared the dataset.')
+
+def train_classifier(output: str) -> None:
+  from jaxgen import metrics
+  from jaxgen.eval import classifier
+
+  cfg = classifier.data_config(FLAGS.data_dir, FLAGS.manual_dir)
+  trained = classifier.train(cfg, epochs=FLAGS.epochs)
+  classifier.save(output, trained, {'epochs': FLAGS.epochs, 'dataset': 'fashion_mnist'})
+  classifier.write_reference(output, trained.params, cfg)
+  metrics.print_line(f'classifier: test accuracy {trained.test_accuracy:.4f}; saved to '
+                     f'{os.path.abspath(output)} with train-split feature statistics')
+
+
+def write_stats(output: str) -> None:
+  from jaxgen.eval import classifier, fid
+
+  params, _ = classifier.load(FLAGS.classifier_dir)
+  images, _ = classifier.load_split(classifier.data_config(FLAGS.data_dir, FLAGS.manual_dir),
+                                    FLAGS.split)
+  features, _ = classifier.predict(params, images)
+  fid.save_stats(output, fid.stats_of(features))
+  print(f'wrote {output}: mu/sigma of {len(features)} fashion_mnist/{FLAGS.split} classifier '
+        f'features ({features.shape[1]}-d)')
+
+
+COMMANDS = {'train_classifier': train_classifier, 'stats': write_stats}
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) > 2 or (len(argv) == 2 and argv[1] not in COMMANDS):
+    runtime.fail(f'unexpected arguments {argv[1:]}; commands are {sorted(COMMANDS)} or none '
+                 '(evaluate --workdir)')
+  runtime.configure_jax()
+  from jaxgen.data import pipeline
+
+  try:
+    if len(argv) == 2:
+      if not FLAGS.output:
+        runtime.fail(f'{argv[1]} needs --output')
+      COMMANDS[argv[1]](FLAGS.output)
+    elif not FLAGS.workdir:
+      runtime.fail('--workdir is required to evaluate a run')
+    else:
+      from jaxgen.eval import evaluate
+
+      evaluate.evaluate_workdir(FLAGS.workdir, evaluate.Options(
+          step=FLAGS.step, num_samples=FLAGS.num_samples, batch_size=FLAGS.batch_size,
+          sampler=FLAGS.sampler, steps=FLAGS.steps, eta=FLAGS.eta, seed=FLAGS.seed,
+          classifier_dir=FLAGS.classifier_dir, watch=FLAGS.watch, poll_s=FLAGS.poll_s,
+          watch_timeout_s=FLAGS.watch_timeout_s))
+  except (FileNotFoundError, ValueError, pipeline.DataError) as e:
+    runtime.fail(str(e))
+
+
+def run() -> None:
+  app.run(main, flags_parser=runtime.parse_flags)
+
+
+if __name__ == '__main__':
+  run()
