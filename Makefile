@@ -4,12 +4,16 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint data clean-demo
+.PHONY: demo eval-demo test lint data clean-demo
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'
+	# The peer for the Inception parity test, in its own step: a CPU PyTorch, and
+	# torch-fidelity without its dependencies (its torchvision does not import beside it).
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q --no-deps torch-fidelity==0.4.0
 	touch $(STAMP)
 
 data:
@@ -18,6 +22,14 @@ data:
 # Trains the CPU demo into runs/demo; rerunning resumes from the last checkpoint.
 demo: $(STAMP) data
 	$(BIN)/jaxgen-train --config=configs/ddpm_fashion_mnist.py:demo --workdir=runs/demo
+
+# Evaluates the demo run: FD-FMNIST next to the real-data floor (trains the classifier once).
+CLASSIFIER := runs/fmnist_classifier
+EVAL_SAMPLES ?= 5000
+eval-demo: $(STAMP) data
+	test -f $(CLASSIFIER)/train_stats.npz || \
+	  $(BIN)/jaxgen-eval train_classifier --output=$(CLASSIFIER)
+	$(BIN)/jaxgen-eval --workdir=runs/demo --num_samples=$(EVAL_SAMPLES) --classifier_dir=$(CLASSIFIER)
 
 # The whole suite on CPU JAX with 8 simulated devices.
 test: $(STAMP)

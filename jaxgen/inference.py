@@ -30,7 +30,13 @@ def restore_for_sampling(workdir: str, step: int | None = None):
     config = ckpt.restore_config(step)
     config.mesh.data, config.mesh.fsdp = -1, 1
     config.global_batch_size = jax.device_count()
-    s = train.setup(config)
+    try:
+      s = train.setup(config)
+    except KeyError as e:
+      field = str(e.args[0]).strip('\'"')
+      raise ValueError(f'the config saved with checkpoint {step} in {directory} has no field '
+                       f'{field!r}: it was written by an older jaxgen; sample it with that '
+                       'version or retrain') from e
     state = ckpt.restore(step, s.restore_target)
   finally:
     ckpt.close()
