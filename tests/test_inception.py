@@ -13,7 +13,6 @@ import sys
 import types
 import zipfile
 
-import jax
 import numpy as np
 import pytest
 import torch
@@ -84,13 +83,14 @@ def _rel_l2(a, b):
 
 
 def test_flax_inception_matches_torch_fidelity(peer):
+  from jaxgen.eval import evaluate
+
   model, path = peer
-  params = weights.torch_to_flax(weights.load_state_dict(path), inception.MODEL.abstract_params())
-  apply = jax.jit(inception.MODEL.apply)
-  sets = [_images(12, 32, seed) for seed in (1, 2)]
   ours, theirs = [], []
-  for images in sets:
-    pool, logits_unbiased, _ = jax.device_get(apply(params, images))
+  for seed in (1, 2):
+    images = _images(8, 28, seed)
+    # The evaluator's own path: weights read without pickle, sharded over 8 devices.
+    pool, logits_unbiased = evaluate.inception_features(images, str(path))
     with torch.no_grad():
       t_pool, t_logits = model(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous())
     assert np.linalg.norm(t_pool.numpy()) > 0 and np.isfinite(pool).all()
@@ -98,9 +98,9 @@ def test_flax_inception_matches_torch_fidelity(peer):
     assert _rel_l2(logits_unbiased, t_logits.numpy()) < 1e-4
     ours.append(pool)
     theirs.append(t_pool.numpy().astype(np.float64))
-  # With 12 samples per set a 2048-d covariance is singular (and its square root ill
-  # conditioned in any implementation): compare FID over 8 fixed feature dimensions.
-  dims = np.random.default_rng(0).permutation(inception.POOL_DIM)[:8]
+  # With 8 samples per set a 2048-d covariance is singular (and its square root ill
+  # conditioned in any implementation): compare FID over 6 fixed feature dimensions.
+  dims = np.random.default_rng(0).permutation(inception.POOL_DIM)[:6]
   ours_fd = fid.frechet_distance(fid.stats_of(ours[0][:, dims]), fid.stats_of(ours[1][:, dims]))
   theirs_fd = fid.frechet_distance(fid.stats_of(theirs[0][:, dims]),
                                    fid.stats_of(theirs[1][:, dims]))
@@ -145,3 +145,21 @@ def test_missing_or_mismatched_parameters_are_named(peer):
   del state['Mixed_6b.branch1x1.conv.weight']
   with pytest.raises(weights.WeightFileError, match='Mixed_6b.branch1x1.conv.weight'):
     weights.torch_to_flax(state, inception.MODEL.abstract_params())
+
+
+def test_eval_inception_metrics_against_a_reference_batch(peer, tmp_path):
+  from jaxgen.eval import evaluate
+
+  _, path = peer
+  images = _images(8, 28, 3)[..., :1]  # grayscale samples: Inception sees them as RGB
+  features, logits = evaluate.inception_features(images, str(path))
+  assert features.shape == (8, inception.POOL_DIM) and logits.shape == (8, 1008)
+  # Reference statistics with a full-rank covariance (8 samples cannot give one in 2048-d).
+  ref = fid.Stats(features.mean(0) + 0.1, np.diag(features.var(0) + 1.0))
+  np.savez(tmp_path / 'ref.npz', arr_0=images, mu=ref.mu, sigma=ref.sigma)
+  out = evaluate.inception_metrics(images, str(path), str(tmp_path / 'ref.npz'))
+  np.testing.assert_allclose(out['fid'], fid.frechet_distance(fid.stats_of(features), ref),
+                             rtol=1e-9)
+  assert out['precision'] == 1.0 and out['recall'] == 1.0  # the reference images are the samples
+  np.testing.assert_allclose(out['inception_score'], fid.inception_score(logits)[0])
+  assert np.isfinite(out['inception_score']) and np.isfinite(out['kid'])

@@ -22,10 +22,9 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 from flax import nnx
-from jax.sharding import NamedSharding
-from jax.sharding import PartitionSpec as P
 
 from jaxgen.data import fashion_mnist, pipeline
+from jaxgen.eval import extract
 from jaxgen.models.functional import FunctionalModel
 
 NUM_CLASSES = 10
@@ -57,46 +56,29 @@ class FashionClassifier(nnx.Module):
 MODEL = FunctionalModel(FashionClassifier)
 
 
-def data_config(data_dir: str = '', manual_dir: str = fashion_mnist.DEFAULT_IDX_DIR
-                ) -> ml_collections.ConfigDict:
+def data_config(data_dir: str = '', manual_dir: str = fashion_mnist.DEFAULT_IDX_DIR,
+                name: str = 'fashion_mnist') -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict({
-      'name': 'fashion_mnist', 'split': 'train', 'data_dir': data_dir, 'manual_dir': manual_dir,
+      'name': name, 'split': 'train', 'data_dir': data_dir, 'manual_dir': manual_dir,
       'image_key': 'image', 'label_key': 'label'})
 
 
 def load_split(cfg: ml_collections.ConfigDict, split: str, limit: int | None = None
                ) -> tuple[np.ndarray, np.ndarray]:
-  """uint8 images [N, 28, 28, 1] and int labels [N] of a Fashion-MNIST split."""
+  """uint8 images [N, H, W, C] and int labels [N] of a TFDS split (all images one size)."""
   source = pipeline.load_source(cfg, split)
   n = len(source) if limit is None else min(limit, len(source))
   examples = [source[i] for i in range(n)]
-  images = np.stack([np.asarray(e[cfg.image_key]).reshape(28, 28, 1) for e in examples])
-  labels = np.asarray([e[cfg.label_key] for e in examples], np.int32)
+  images = [np.asarray(e[cfg.image_key]) for e in examples]
+  images = np.stack([x[..., None] if x.ndim == 2 else x for x in images])
+  labels = np.asarray([e.get(cfg.label_key, -1) for e in examples], np.int32)
   return images.astype(np.uint8), labels
-
-
-def _mesh_sharding() -> tuple[NamedSharding, NamedSharding]:
-  mesh = jax.make_mesh((jax.device_count(),), ('data',),
-                       axis_types=(jax.sharding.AxisType.Explicit,))
-  return NamedSharding(mesh, P('data')), NamedSharding(mesh, P())
 
 
 def predict(params: dict[str, Any], images: np.ndarray, batch_size: int = 512
             ) -> tuple[np.ndarray, np.ndarray]:
   """Features and logits of uint8 images, batched and sharded over the local devices."""
-  batch_sharding, replicated = _mesh_sharding()
-  params = jax.device_put(params, replicated)
-  fn = jax.jit(MODEL.apply, out_shardings=(batch_sharding, batch_sharding))
-  step = batch_size - batch_size % jax.device_count() or jax.device_count()
-  features, logits = [], []
-  for start in range(0, len(images), step):
-    chunk = images[start:start + step]
-    pad = (-len(chunk)) % jax.device_count()
-    padded = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
-    feats, lgts = jax.device_get(fn(params, jax.device_put(padded, batch_sharding)))
-    features.append(feats[:len(chunk)])
-    logits.append(lgts[:len(chunk)])
-  return np.concatenate(features), np.concatenate(logits)
+  return extract.batched_apply(MODEL.apply, params, images, batch_size)
 
 
 class Trained(NamedTuple):
@@ -112,7 +94,7 @@ def train(cfg: ml_collections.ConfigDict, *, epochs: int = 4, batch_size: int = 
   batch_size = min(batch_size, len(images) - len(images) % jax.device_count())
   if batch_size <= 0 or batch_size % jax.device_count():
     raise ValueError(f'batch_size={batch_size} must divide over {jax.device_count()} devices')
-  batch_sharding, replicated = _mesh_sharding()
+  batch_sharding, replicated = extract.batch_shardings()
   steps_per_epoch = len(images) // batch_size
   optimizer = optax.adam(optax.cosine_decay_schedule(learning_rate, epochs * steps_per_epoch))
   params = jax.device_put(MODEL.init(jax.random.key(seed)), replicated)

@@ -8,6 +8,7 @@ The command line is jaxgen/eval/main.py (jaxgen-eval).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import time
@@ -18,7 +19,7 @@ import numpy as np
 from absl import logging
 
 from jaxgen import checkpoint, inference, metrics, paths
-from jaxgen.eval import classifier, fid
+from jaxgen.eval import classifier, extract, fid, inception, weights
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,6 +32,8 @@ class Options:
   eta: float | None = None
   seed: int = 0
   classifier_dir: str = 'runs/fmnist_classifier'
+  inception_weights: str | None = None  # pt_inception-2015-12-05-6726825d.pth: FID/IS/KID/PR
+  reference: str | None = None  # Inception statistics (.npz: mu/sigma, or an OpenAI batch)
   watch: bool = False
   poll_s: float = 30.0
   watch_timeout_s: float = 3600.0
@@ -68,8 +71,43 @@ def fmnist_metrics(images: np.ndarray, classifier_dir: str) -> dict[str, float]:
   return out
 
 
+@functools.cache
+def inception_params(path: str) -> dict[str, Any]:
+  return weights.torch_to_flax(weights.load_state_dict(path), inception.MODEL.abstract_params())
+
+
+def inception_features(images: np.ndarray, weights_path: str) -> tuple[np.ndarray, np.ndarray]:
+  """2048-d pool features and 1008 logits (no bias, as torch-fidelity's IS uses)."""
+  pool, logits_unbiased, _ = extract.batched_apply(
+      inception.MODEL.apply, inception_params(weights_path), inception.to_rgb_uint8(images),
+      batch_size=32)
+  return pool, logits_unbiased
+
+
+def inception_metrics(images: np.ndarray, weights_path: str, reference_path: str | None
+                      ) -> dict[str, float]:
+  """FID against the reference statistics, IS; KID and P/R when the reference has images."""
+  features, logits = inception_features(images, weights_path)
+  out = {}
+  out['inception_score'], out['inception_score_std'] = fid.inception_score(logits)
+  if reference_path is None:
+    return out
+  reference = fid.load_reference(reference_path)
+  out['fid'] = fid.frechet_distance(fid.stats_of(features), reference.stats)
+  if reference.images is not None:
+    real, _ = inception_features(reference.images, weights_path)
+    out['kid'], out['kid_std'] = fid.kernel_inception_distance(real, features)
+    out['precision'], out['recall'] = fid.precision_recall(real, features)
+  return out
+
+
 def format_result(step: int, result: dict[str, float]) -> str:
   line = f'step {step}: {result["num_samples"]} samples'
+  inception_parts = [f'{label} {result[key]:{fmt}}' for key, label, fmt in (
+      ('fid', 'FID', '.3f'), ('inception_score', 'IS', '.3f'), ('kid', 'KID', '.5f'),
+      ('precision', 'precision', '.3f'), ('recall', 'recall', '.3f')) if key in result]
+  if inception_parts:
+    line += '\n  ' + ' | '.join(inception_parts)
   if 'fd_fmnist' in result:
     classes = ' '.join(f'{k.split("/")[1]} {v:.0%}' for k, v in result.items()
                        if k.startswith('class_fraction/'))
@@ -91,9 +129,11 @@ def evaluate_step(workdir: str, step: int, options: Options, writer) -> dict[str
   result: dict[str, Any] = {'num_samples': len(images)}
   if config.data.name == 'fashion_mnist' and images.shape[1:] == (28, 28, 1):
     result.update(fmnist_metrics(images, options.classifier_dir))
-  else:
-    logging.warning('no feature network for %s images %s yet', config.data.name,
-                    images.shape[1:])
+  if options.inception_weights:
+    result.update(inception_metrics(images, options.inception_weights, options.reference))
+  elif 'fd_fmnist' not in result:
+    logging.warning('no feature network for %s: pass the Inception weights for FID',
+                    config.data.name)
   out_dir = paths.workdir_path(workdir) / EVAL_DIR
   grid = metrics.image_grid(images[:64])
   writer.write_scalars(step, {k: v for k, v in result.items()
@@ -127,6 +167,10 @@ def _update_best(state: dict[str, Any], step: int, result: dict[str, Any]) -> No
 
 def evaluate_workdir(workdir: str, options: Options) -> dict[str, Any]:
   """Evaluates one step (or, with `watch`, every new one); returns the evaluated.json state."""
+  if options.inception_weights:  # fail on a bad weight or reference file before sampling
+    inception_params(options.inception_weights)
+  if options.reference:
+    fid.load_reference(options.reference)
   out_dir = paths.workdir_path(workdir) / EVAL_DIR
   chief = jax.process_index() == 0
   if chief:

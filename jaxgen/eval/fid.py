@@ -88,10 +88,11 @@ def inception_score(logits: np.ndarray, *, splits: int = 10) -> tuple[float, flo
   logits = logits - logits.max(axis=1, keepdims=True)
   log_p = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
   scores = []
-  for chunk in np.array_split(log_p, splits):
+  for chunk in np.array_split(log_p, min(splits, len(log_p))):  # no empty splits
     p = np.exp(chunk)
-    log_marginal = np.log(p.mean(axis=0))
-    scores.append(np.exp((p * (chunk - log_marginal)).sum(axis=1).mean()))
+    with np.errstate(divide='ignore', invalid='ignore'):  # p == 0 terms contribute 0
+      kl = np.where(p > 0, p * (chunk - np.log(p.mean(axis=0))), 0.0)
+    scores.append(np.exp(kl.sum(axis=1).mean()))
   return float(np.mean(scores)), float(np.std(scores))
 
 

@@ -3,7 +3,8 @@
   jaxgen-eval --workdir=runs/demo --num_samples=5000          # the latest checkpoint
   jaxgen-eval --workdir=runs/demo --watch                     # each new checkpoint, once
   jaxgen-eval train_classifier --output=runs/fmnist_classifier
-  jaxgen-eval stats --split=train --output=fmnist_train_stats.npz
+  jaxgen-eval stats --dataset=cifar10 --split=train --inception_weights=W.pth --output=S.npz
+  jaxgen-eval --workdir=runs/c10 --inception_weights=W.pth --reference=S.npz
 """
 
 from __future__ import annotations
@@ -25,13 +26,23 @@ flags.DEFINE_float('eta', None, 'DDIM eta (default: the config\'s).')
 flags.DEFINE_integer('seed', 0, 'Sampling seed (the same for every checkpoint).')
 flags.DEFINE_string('classifier_dir', 'runs/fmnist_classifier',
                     'The Fashion-MNIST classifier for FD-FMNIST (jaxgen-eval train_classifier).')
+flags.DEFINE_string('inception_weights', None,
+                    'Local pt_inception-2015-12-05-6726825d.pth (pytorch-fid\'s FID weights): '
+                    'adds IS, and with --reference FID (and KID/precision/recall for reference '
+                    'batches with images).')
+flags.DEFINE_string('reference', None, 'Inception reference statistics: a pytorch-fid .npz '
+                    '(mu, sigma; see the stats command) or an OpenAI reference batch.')
 flags.DEFINE_bool('watch', False, 'Follow the workdir: evaluate each new checkpoint once, until '
                   'the run\'s last step is done or --watch_timeout_s pass with nothing new.')
 flags.DEFINE_float('poll_s', 30.0, 'With --watch: seconds between looks for new checkpoints.')
 flags.DEFINE_float('watch_timeout_s', 3600.0, 'With --watch: stop after this long idle.')
 flags.DEFINE_string('output', None, 'train_classifier/stats: where to write.')
 flags.DEFINE_integer('epochs', 3, 'train_classifier: epochs over the train split.')
-flags.DEFINE_string('split', 'train', 'stats: the Fashion-MNIST split.')
+flags.DEFINE_string('split', 'train', 'stats: the dataset split.')
+flags.DEFINE_string('dataset', 'fashion_mnist', 'stats: a TFDS image dataset (prepared).')
+flags.DEFINE_enum('features', 'inception', ['inception', 'fmnist'],
+                  'stats: Inception pool features (needs --inception_weights) or the '
+                  'Fashion-MNIST classifier\'s.')
 flags.DEFINE_string('data_dir', '', 'TFDS data_dir for the classifier\'s Fashion-MNIST.')
 flags.DEFINE_string('manual_dir', '/usr/share/datasets/fashion-mnist',
                     'Fashion-MNIST IDX files, when TFDS has not prepared the dataset.')
@@ -49,15 +60,23 @@ def train_classifier(output: str) -> None:
 
 
 def write_stats(output: str) -> None:
-  from jaxgen.eval import classifier, fid
+  """mu/sigma of a dataset split's features, in pytorch-fid's .npz layout."""
+  from jaxgen.eval import classifier, evaluate, fid
 
-  params, _ = classifier.load(FLAGS.classifier_dir)
-  images, _ = classifier.load_split(classifier.data_config(FLAGS.data_dir, FLAGS.manual_dir),
-                                    FLAGS.split)
-  features, _ = classifier.predict(params, images)
+  cfg = classifier.data_config(FLAGS.data_dir, FLAGS.manual_dir, FLAGS.dataset)
+  if FLAGS.features == 'inception':
+    if not FLAGS.inception_weights:
+      runtime.fail('stats --features=inception needs --inception_weights=PATH')
+    evaluate.inception_params(FLAGS.inception_weights)
+    images, _ = classifier.load_split(cfg, FLAGS.split)
+    features, _ = evaluate.inception_features(images, FLAGS.inception_weights)
+  else:
+    params, _ = classifier.load(FLAGS.classifier_dir)
+    images, _ = classifier.load_split(cfg, FLAGS.split)
+    features, _ = classifier.predict(params, images)
   fid.save_stats(output, fid.stats_of(features))
-  print(f'wrote {output}: mu/sigma of {len(features)} fashion_mnist/{FLAGS.split} classifier '
-        f'features ({features.shape[1]}-d)')
+  print(f'wrote {output}: mu/sigma of {len(features)} {FLAGS.dataset}/{FLAGS.split} '
+        f'{FLAGS.features} features ({features.shape[1]}-d)')
 
 
 COMMANDS = {'train_classifier': train_classifier, 'stats': write_stats}
@@ -83,7 +102,8 @@ def main(argv: list[str]) -> None:
       evaluate.evaluate_workdir(FLAGS.workdir, evaluate.Options(
           step=FLAGS.step, num_samples=FLAGS.num_samples, batch_size=FLAGS.batch_size,
           sampler=FLAGS.sampler, steps=FLAGS.steps, eta=FLAGS.eta, seed=FLAGS.seed,
-          classifier_dir=FLAGS.classifier_dir, watch=FLAGS.watch, poll_s=FLAGS.poll_s,
+          classifier_dir=FLAGS.classifier_dir, inception_weights=FLAGS.inception_weights,
+          reference=FLAGS.reference, watch=FLAGS.watch, poll_s=FLAGS.poll_s,
           watch_timeout_s=FLAGS.watch_timeout_s))
   except (FileNotFoundError, ValueError, pipeline.DataError) as e:
     runtime.fail(str(e))
