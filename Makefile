@@ -26,10 +26,17 @@ demo: $(STAMP) data
 # Evaluates the demo run: FD-FMNIST next to the real-data floor (trains the classifier once).
 CLASSIFIER := runs/fmnist_classifier
 EVAL_SAMPLES ?= 5000
+# INCEPTION=path/to/pt_inception-2015-12-05-6726825d.pth adds FID/IS/KID/precision/recall
+# against the Fashion-MNIST test split (its Inception statistics are computed once).
+INCEPTION ?=
+INCEPTION_REF := runs/fmnist_test_inception.npz
 eval-demo: $(STAMP) data
 	test -f $(CLASSIFIER)/train_stats.npz || \
 	  $(BIN)/jaxgen-eval train_classifier --output=$(CLASSIFIER)
-	$(BIN)/jaxgen-eval --workdir=runs/demo --num_samples=$(EVAL_SAMPLES) --classifier_dir=$(CLASSIFIER)
+	$(if $(INCEPTION),test -f $(INCEPTION_REF) || $(BIN)/jaxgen-eval stats --split=test \
+	  --inception_weights=$(INCEPTION) --output=$(INCEPTION_REF))
+	$(BIN)/jaxgen-eval --workdir=runs/demo --num_samples=$(EVAL_SAMPLES) --classifier_dir=$(CLASSIFIER) \
+	  $(if $(INCEPTION),--inception_weights=$(INCEPTION) --reference=$(INCEPTION_REF))
 
 # The whole suite on CPU JAX with 8 simulated devices.
 test: $(STAMP)

@@ -65,7 +65,10 @@ def test_stats_round_trip_in_pytorch_fid_layout(tmp_path):
     assert data['mu'].dtype == np.float64 and data['sigma'].shape == (6, 6)
   ref = fid.load_reference(tmp_path / 's.npz')
   np.testing.assert_array_equal(ref.stats.mu, stats.mu)
-  assert ref.images is None
+  assert ref.images is None and ref.features is None
+  features = rng.normal(size=(50, 6)).astype(np.float32)
+  fid.save_stats(tmp_path / 'f.npz', fid.stats_of(features), features)
+  np.testing.assert_array_equal(fid.load_reference(tmp_path / 'f.npz').features, features)
   # An OpenAI reference batch: images in arr_0 beside the statistics.
   np.savez(tmp_path / 'openai.npz', arr_0=np.zeros((4, 8, 8, 3), np.uint8), mu=stats.mu,
            sigma=stats.sigma, mu_s=stats.mu, sigma_s=stats.sigma)

@@ -86,7 +86,7 @@ def inception_features(images: np.ndarray, weights_path: str) -> tuple[np.ndarra
 
 def inception_metrics(images: np.ndarray, weights_path: str, reference_path: str | None
                       ) -> dict[str, float]:
-  """FID against the reference statistics, IS; KID and P/R when the reference has images."""
+  """FID against the reference statistics, IS; KID and P/R when it has features or images."""
   features, logits = inception_features(images, weights_path)
   out = {}
   out['inception_score'], out['inception_score_std'] = fid.inception_score(logits)
@@ -94,8 +94,10 @@ def inception_metrics(images: np.ndarray, weights_path: str, reference_path: str
     return out
   reference = fid.load_reference(reference_path)
   out['fid'] = fid.frechet_distance(fid.stats_of(features), reference.stats)
-  if reference.images is not None:
+  real = reference.features
+  if real is None and reference.images is not None:
     real, _ = inception_features(reference.images, weights_path)
+  if real is not None:
     out['kid'], out['kid_std'] = fid.kernel_inception_distance(real, features)
     out['precision'], out['recall'] = fid.precision_recall(real, features)
   return out

@@ -130,19 +130,26 @@ def precision_recall(real: np.ndarray, fake: np.ndarray, *, k: int = 3, batch: i
   return precision, recall
 
 
-def save_stats(path: str | os.PathLike, stats: Stats) -> None:
-  """`mu`/`sigma` float64 in an .npz, the layout pytorch-fid reads and writes."""
+def save_stats(path: str | os.PathLike, stats: Stats, features: np.ndarray | None = None
+               ) -> None:
+  """`mu`/`sigma` float64 in an .npz, the layout pytorch-fid reads and writes; optionally
+  `features` (float32 [n, d]) too, which KID and precision/recall need (others ignore it)."""
+  arrays = {'mu': stats.mu.astype(np.float64), 'sigma': stats.sigma.astype(np.float64)}
+  if features is not None:
+    arrays['features'] = np.asarray(features, np.float32)
   with epath.Path(path).open('wb') as f:
-    np.savez(f, mu=stats.mu.astype(np.float64), sigma=stats.sigma.astype(np.float64))
+    np.savez(f, **arrays)
 
 
 class Reference(NamedTuple):
   stats: Stats
   images: np.ndarray | None  # uint8 [n, H, W, C] when the file holds them (OpenAI batches)
+  features: np.ndarray | None  # [n, d] when the file holds them (jaxgen-eval stats)
 
 
 def load_reference(path: str | os.PathLike) -> Reference:
-  """pytorch-fid stats (`mu`, `sigma`) or an OpenAI reference batch (`arr_0` + `mu`/`sigma`).
+  """pytorch-fid stats (`mu`, `sigma`), an OpenAI reference batch (`arr_0` + `mu`/`sigma`), or
+  jaxgen's stats (`mu`, `sigma`, `features`).
 
   Read with allow_pickle=False: a reference file cannot run code.
   """
@@ -155,6 +162,6 @@ def load_reference(path: str | os.PathLike) -> Reference:
     if not {'mu', 'sigma'} <= keys:
       raise ValueError(f'{path} holds {sorted(keys)}; expected "mu" and "sigma" (pytorch-fid '
                        'stats) or an OpenAI reference batch ("arr_0", "mu", "sigma")')
-    images = data['arr_0'] if 'arr_0' in keys else None
     return Reference(Stats(data['mu'].astype(np.float64), data['sigma'].astype(np.float64)),
-                     images)
+                     data['arr_0'] if 'arr_0' in keys else None,
+                     data['features'] if 'features' in keys else None)

@@ -40,6 +40,9 @@ flags.DEFINE_string('output', None, 'train_classifier/stats: where to write.')
 flags.DEFINE_integer('epochs', 3, 'train_classifier: epochs over the train split.')
 flags.DEFINE_string('split', 'train', 'stats: the dataset split.')
 flags.DEFINE_string('dataset', 'fashion_mnist', 'stats: a TFDS image dataset (prepared).')
+flags.DEFINE_integer('max_images', None, 'stats: use the first N images of the split.')
+flags.DEFINE_integer('keep_features', 10_000, 'stats: also store this many features (a fixed '
+                     'random subset) for KID and precision/recall; 0 stores none.')
 flags.DEFINE_enum('features', 'inception', ['inception', 'fmnist'],
                   'stats: Inception pool features (needs --inception_weights) or the '
                   'Fashion-MNIST classifier\'s.')
@@ -61,6 +64,8 @@ def train_classifier(output: str) -> None:
 
 def write_stats(output: str) -> None:
   """mu/sigma of a dataset split's features, in pytorch-fid's .npz layout."""
+  import numpy as np
+
   from jaxgen.eval import classifier, evaluate, fid
 
   cfg = classifier.data_config(FLAGS.data_dir, FLAGS.manual_dir, FLAGS.dataset)
@@ -68,13 +73,15 @@ def write_stats(output: str) -> None:
     if not FLAGS.inception_weights:
       runtime.fail('stats --features=inception needs --inception_weights=PATH')
     evaluate.inception_params(FLAGS.inception_weights)
-    images, _ = classifier.load_split(cfg, FLAGS.split)
+    images, _ = classifier.load_split(cfg, FLAGS.split, FLAGS.max_images)
     features, _ = evaluate.inception_features(images, FLAGS.inception_weights)
   else:
     params, _ = classifier.load(FLAGS.classifier_dir)
-    images, _ = classifier.load_split(cfg, FLAGS.split)
+    images, _ = classifier.load_split(cfg, FLAGS.split, FLAGS.max_images)
     features, _ = classifier.predict(params, images)
-  fid.save_stats(output, fid.stats_of(features))
+  keep = np.random.default_rng(0).permutation(len(features))[:FLAGS.keep_features]
+  fid.save_stats(output, fid.stats_of(features),
+                 features[np.sort(keep)] if FLAGS.keep_features else None)
   print(f'wrote {output}: mu/sigma of {len(features)} {FLAGS.dataset}/{FLAGS.split} '
         f'{FLAGS.features} features ({features.shape[1]}-d)')
 
