@@ -82,29 +82,36 @@ def _rel_l2(a, b):
   return np.linalg.norm(a - b) / np.linalg.norm(b)
 
 
-def test_flax_inception_matches_torch_fidelity(peer):
+@pytest.fixture(scope='module')
+def images():
+  """Eight 28x28 RGB images, half smooth ramps and half noise (each Inception pass over
+  eight images takes ~15 s on 2 CPU cores, so the module makes two)."""
+  return _images(8, 28, 1)
+
+
+@pytest.fixture(scope='module')
+def ours(peer, images):
   from jaxgen.eval import evaluate
 
-  model, path = peer
-  ours, theirs = [], []
-  for seed in (1, 2):
-    images = _images(8, 28, seed)
-    # The evaluator's own path: weights read without pickle, sharded over 8 devices.
-    pool, logits_unbiased = evaluate.inception_features(images, str(path))
-    with torch.no_grad():
-      t_pool, t_logits = model(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous())
-    assert np.linalg.norm(t_pool.numpy()) > 0 and np.isfinite(pool).all()
-    assert _rel_l2(pool, t_pool.numpy()) < 1e-4
-    assert _rel_l2(logits_unbiased, t_logits.numpy()) < 1e-4
-    ours.append(pool)
-    theirs.append(t_pool.numpy().astype(np.float64))
-  # With 8 samples per set a 2048-d covariance is singular (and its square root ill
-  # conditioned in any implementation): compare FID over 6 fixed feature dimensions.
-  dims = np.random.default_rng(0).permutation(inception.POOL_DIM)[:6]
-  ours_fd = fid.frechet_distance(fid.stats_of(ours[0][:, dims]), fid.stats_of(ours[1][:, dims]))
-  theirs_fd = fid.frechet_distance(fid.stats_of(theirs[0][:, dims]),
-                                   fid.stats_of(theirs[1][:, dims]))
-  assert theirs_fd > 0 and abs(ours_fd - theirs_fd) / theirs_fd < 1e-3
+  # The evaluator's own path: weights read without pickle, sharded over 8 devices.
+  return evaluate.inception_features(images, str(peer[1]))
+
+
+def test_flax_inception_matches_torch_fidelity(peer, images, ours):
+  model, _ = peer
+  pool, logits_unbiased = ours
+  with torch.no_grad():
+    t_pool, t_logits = model(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous())
+  t_pool, t_logits = t_pool.numpy(), t_logits.numpy()
+  assert np.linalg.norm(t_pool) > 0 and np.isfinite(pool).all()
+  assert _rel_l2(pool, t_pool) < 1e-4
+  assert _rel_l2(logits_unbiased, t_logits) < 1e-4
+  # Two sets of four: their 2048-d covariances are singular (and the square root ill
+  # conditioned in any implementation), so compare FID over 3 fixed feature dimensions.
+  dims = np.random.default_rng(0).permutation(inception.POOL_DIM)[:3]
+  fd = lambda f: fid.frechet_distance(fid.stats_of(f[:4, dims]), fid.stats_of(f[4:, dims]))
+  theirs_fd = fd(t_pool.astype(np.float64))
+  assert theirs_fd > 0 and abs(fd(pool) - theirs_fd) / theirs_fd < 1e-3
 
 
 def test_legacy_and_zip_weight_files_read_alike(peer, tmp_path):
@@ -147,19 +154,26 @@ def test_missing_or_mismatched_parameters_are_named(peer):
     weights.torch_to_flax(state, inception.MODEL.abstract_params())
 
 
-def test_eval_inception_metrics_against_a_reference_batch(peer, tmp_path):
+def test_eval_inception_metrics_against_reference_statistics(peer, images, ours, tmp_path):
   from jaxgen.eval import evaluate
 
-  _, path = peer
-  images = _images(8, 28, 3)[..., :1]  # grayscale samples: Inception sees them as RGB
-  features, logits = evaluate.inception_features(images, str(path))
-  assert features.shape == (8, inception.POOL_DIM) and logits.shape == (8, 1008)
-  # Reference statistics with a full-rank covariance (8 samples cannot give one in 2048-d).
-  ref = fid.Stats(features.mean(0) + 0.1, np.diag(features.var(0) + 1.0))
-  np.savez(tmp_path / 'ref.npz', arr_0=images, mu=ref.mu, sigma=ref.sigma)
-  out = evaluate.inception_metrics(images, str(path), str(tmp_path / 'ref.npz'))
-  np.testing.assert_allclose(out['fid'], fid.frechet_distance(fid.stats_of(features), ref),
-                             rtol=1e-9)
-  assert out['precision'] == 1.0 and out['recall'] == 1.0  # the reference images are the samples
-  np.testing.assert_allclose(out['inception_score'], fid.inception_score(logits)[0])
+  features, logits = ours
+  # Reference statistics with a zero covariance, so FID has the closed form
+  # |mu - mu_ref|^2 + Tr(sigma) (8 samples give a singular 2048-d covariance), and the
+  # reference features, as `jaxgen-eval stats` writes them: here, of the samples.
+  ref = fid.Stats(features.mean(0) + 0.1, np.zeros((inception.POOL_DIM,) * 2))
+  fid.save_stats(tmp_path / 'ref.npz', ref, features)
+  out = evaluate.inception_metrics(images, str(peer[1]), str(tmp_path / 'ref.npz'))
+  expected = inception.POOL_DIM * 0.1**2 + np.trace(fid.stats_of(features).sigma)
+  np.testing.assert_allclose(out['fid'], expected, rtol=1e-6)
+  assert out['precision'] == 1.0 and out['recall'] == 1.0
+  np.testing.assert_allclose(out['inception_score'], fid.inception_score(logits)[0], rtol=1e-6)
   assert np.isfinite(out['inception_score']) and np.isfinite(out['kid'])
+
+
+def test_grayscale_images_are_repeated_to_rgb():
+  gray = np.arange(2 * 4 * 4, dtype=np.uint8).reshape(2, 4, 4, 1)
+  rgb = inception.to_rgb_uint8(gray)
+  assert rgb.shape == (2, 4, 4, 3) and (rgb == gray).all()
+  with pytest.raises(ValueError, match='uint8'):
+    inception.to_rgb_uint8(gray.astype(np.float32))
