@@ -50,7 +50,9 @@ def frechet_distance(a: Stats, b: Stats, eps: float = 1e-6) -> float:
   if np.iscomplexobj(covmean):
     if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
       raise ValueError('Frechet distance: the covariance product has a square root with an '
-                       f'imaginary component of {np.max(np.abs(covmean.imag)):.3g}')
+                       f'imaginary component of {np.max(np.abs(covmean.imag)):.3g}; with fewer '
+                       f'samples than the {len(s1)} feature dimensions the covariance is '
+                       'singular: use more samples')
     covmean = covmean.real
   return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean))
 
