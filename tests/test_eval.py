@@ -70,3 +70,21 @@ def test_watch_evaluates_exactly_the_new_checkpoints(tmp_path, fake_fmnist, clas
                             'step': best['step']}
   assert (tmp_path / 'run' / 'eval' / 'samples_0000006.png').exists()
   assert list((tmp_path / 'run' / 'eval' / 'tensorboard').glob('events.out.tfevents.*'))
+
+
+def test_too_few_samples_for_fid_still_reports_the_other_metrics(monkeypatch, tmp_path):
+  rng = np.random.default_rng(0)
+  fake = lambda images, path: (rng.normal(size=(len(images), 64)),
+                               rng.normal(size=(len(images), 10)))
+  monkeypatch.setattr(evaluate, 'inception_features', fake)
+
+  def singular(a, b):
+    raise ValueError('imaginary component; use more samples')
+
+  monkeypatch.setattr(fid, 'frechet_distance', singular)
+  features = rng.normal(size=(8, 64))
+  fid.save_stats(tmp_path / 'ref.npz', fid.stats_of(features), features)
+  out = evaluate.inception_metrics(np.zeros((8, 4, 4, 1), np.uint8), 'w.pth',
+                                   str(tmp_path / 'ref.npz'))
+  assert 'fid' not in out
+  assert {'inception_score', 'kid', 'precision', 'recall'} <= out.keys()
