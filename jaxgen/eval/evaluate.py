@@ -97,7 +97,8 @@ def inception_metrics(images: np.ndarray, weights_path: str, reference_path: str
     out['fid'] = fid.frechet_distance(fid.stats_of(features), reference.stats)
   except ValueError as e:  # e.g. too few samples: report the other metrics anyway
     logging.warning('FID not computed: %s', e)
-    metrics.print_line(f'FID not computed: {e}')
+    if jax.process_index() == 0:
+      metrics.print_line(f'FID not computed: {e}')
   real = reference.features
   if real is None and reference.images is not None:
     real, _ = inception_features(reference.images, weights_path)
