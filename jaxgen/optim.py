@@ -44,24 +44,26 @@ def _micro_batches(x: jax.Array, num_micro: int) -> jax.Array:
   return jnp.swapaxes(x.reshape(x.shape[0] // num_micro, num_micro, *x.shape[1:]), 0, 1)
 
 
-def accumulate_gradients(loss_fn: Callable[..., jax.Array], params: Any, batch: Any,
-                         example_keys: jax.Array, num_micro: int) -> tuple[jax.Array, Any]:
+def accumulate_gradients(loss_fn: Callable[..., Any], params: Any, batch: Any,
+                         example_keys: jax.Array, num_micro: int, *, has_aux: bool = False
+                         ) -> tuple[Any, Any]:
   """Mean loss and gradients of `loss_fn(params, batch, example_keys)` over the batch,
   computed in `num_micro` sequential micro-batches (`lax.scan`) to bound activation memory.
 
   With a loss that is a mean over examples and per-example randomness, the result equals
-  one pass over the whole batch (up to float summation order).
+  one pass over the whole batch (up to float summation order). With `has_aux`, loss_fn
+  returns (loss, scalars) and the result is ((loss, scalars), grads), scalars averaged too.
   """
-  grad_fn = jax.value_and_grad(loss_fn)
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=has_aux)
   if num_micro == 1:
     return grad_fn(params, batch, example_keys)
   micro = jax.tree_util.tree_map(lambda x: _micro_batches(x, num_micro), (batch, example_keys))
 
   def body(carry, micro_batch):
-    loss_sum, grad_sum = carry
-    loss, grads = grad_fn(params, *micro_batch)
-    return (loss_sum + loss, jax.tree_util.tree_map(jnp.add, grad_sum, grads)), None
+    value, grads = grad_fn(params, *micro_batch)
+    return jax.tree_util.tree_map(jnp.add, carry, (value, grads)), None
 
-  zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
-  (loss_sum, grad_sum), _ = jax.lax.scan(body, (jnp.zeros((), jnp.float32), zeros), micro)
-  return loss_sum / num_micro, jax.tree_util.tree_map(lambda g: g / num_micro, grad_sum)
+  abstract = jax.eval_shape(grad_fn, params, *jax.tree_util.tree_map(lambda x: x[0], micro))
+  zeros = jax.tree_util.tree_map(lambda x: jnp.zeros(x.shape, x.dtype), abstract)
+  total, _ = jax.lax.scan(body, zeros, micro)
+  return jax.tree_util.tree_map(lambda x: x / num_micro, total)

@@ -9,24 +9,30 @@ import ml_collections
 
 from jaxgen import models
 from jaxgen.models.unet import REMAT_POLICIES
-from jaxgen.objectives import Objective, diffusion
+from jaxgen.objectives import Objective, autoencoder, diffusion, likelihoods, vae
 from jaxgen.samplers import SAMPLERS
 from jaxgen.samplers.schedules import SCHEDULES
 
-OBJECTIVES = {'diffusion': diffusion.make_objective}
+OBJECTIVES = {'diffusion': diffusion.make_objective, 'vae': vae.make_objective,
+              'autoencoder_kl': autoencoder.make_objective}
 
 
 def known_values(config: ml_collections.ConfigDict) -> dict[str, tuple[str, ...]]:
   """Allowed values of the config's named fields, for start-up validation."""
   known = {'objective': tuple(OBJECTIVES), 'model.name': tuple(models.MODELS),
-           'model.compute_dtype': ('float32', 'bfloat16'),
-           'model.remat': tuple(REMAT_POLICIES)}
+           'model.compute_dtype': ('float32', 'bfloat16')}
+  if config.model.name == 'unet':
+    known['model.remat'] = tuple(REMAT_POLICIES)
   if config.objective == 'diffusion' and 'diffusion' in config:
     known.update({'diffusion.sampler': tuple(SAMPLERS), 'diffusion.schedule': tuple(SCHEDULES),
                   'diffusion.prediction': ('eps', 'v')})
+  if config.objective == 'vae' and 'vae' in config:
+    known.update({'vae.likelihood': likelihoods.LIKELIHOODS, 'model.latent': ('dense',)})
+  if config.objective == 'autoencoder_kl' and 'autoencoder' in config:
+    known.update({'autoencoder.reconstruction': ('l1', 'l2'), 'model.latent': ('spatial',),
+                  'discriminator.name': ('patchgan',)})
   return known
 
 
 def build_objective(config: ml_collections.ConfigDict) -> Objective:
-  model = models.build(config.model, config.data)
-  return OBJECTIVES[config.objective](config, model)
+  return OBJECTIVES[config.objective](config)

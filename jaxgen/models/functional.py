@@ -32,8 +32,14 @@ class FunctionalModel:
   def abstract_params(self) -> dict[str, Any]:
     return self._abstract_state.to_pure_dict()
 
-  def apply(self, params: dict[str, Any], *args, **kwargs):
+  def apply(self, params: dict[str, Any], *args, method: str | None = None, **kwargs):
+    """The module called on `args`, or its method named `method` (e.g. 'encode')."""
     # tree_map builds a fresh State, so the shared template is never mutated.
     state = jax.tree_util.tree_map(lambda x: x, self._abstract_state)
     nnx.replace_by_pure_dict(state, params)
-    return nnx.merge(self.graphdef, state)(*args, **kwargs)
+    module = nnx.merge(self.graphdef, state)
+    return (getattr(module, method) if method else module)(*args, **kwargs)
+
+  def attribute(self, name: str) -> Any:
+    """A static attribute of the module (e.g. a shape), without building parameters."""
+    return getattr(nnx.merge(self.graphdef, self._abstract_state), name)

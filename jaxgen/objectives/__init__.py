@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 
 State = dict[str, Any]
 Batch = dict[str, jax.Array]
@@ -22,10 +23,26 @@ class Objective:
   sample_params(state) -> the parameters `sample` uses (EMA weights where there are any).
   batch_shapes(global_batch_size) -> {name: (shape, dtype)} of a training batch, so a step
     can be compiled ahead of time without data.
+
+  Optional, for families that have them (None otherwise):
+  sample: None for a model that does not generate from noise (an autoencoder).
+  encode(params, images) -> latents: images float [-1, 1]; the posterior mean.
+  decode(params, latents) -> uint8 images. With `encode`, the trainer also writes grids of
+    reconstructions of fixed evaluation images, and jaxgen-sample can interpolate.
+  test_metrics(params, batch, rng) -> {name: [B] per-example values}: what jaxgen-eval
+    averages over the evaluation split (a VAE's bounds in bits/dim, an autoencoder's PSNR).
   """
 
   init: Callable[[jax.Array], State]
   train_step: Callable[[State, Batch, jax.Array], tuple[State, dict[str, jax.Array]]]
-  sample: Callable[..., jax.Array]
+  sample: Callable[..., jax.Array] | None
   sample_params: Callable[[State], Any]
   batch_shapes: Callable[[int], dict[str, tuple[tuple[int, ...], Any]]]
+  encode: Callable[[Any, jax.Array], jax.Array] | None = None
+  decode: Callable[[Any, jax.Array], jax.Array] | None = None
+  test_metrics: Callable[[Any, Batch, jax.Array], dict[str, jax.Array]] | None = None
+
+
+def to_uint8(images: jax.Array) -> jax.Array:
+  """[-1, 1] floats -> uint8 [0, 255], rounding to nearest."""
+  return jnp.clip(jnp.round((images + 1.0) * 127.5), 0, 255).astype(jnp.uint8)

@@ -9,10 +9,9 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from jaxgen import optim
+from jaxgen import models, optim
 from jaxgen import state as state_lib
-from jaxgen.models.functional import FunctionalModel
-from jaxgen.objectives import Objective
+from jaxgen.objectives import Objective, to_uint8
 from jaxgen.samplers import SAMPLERS, schedules
 
 
@@ -20,11 +19,6 @@ def build_schedule(cfg: ml_collections.ConfigDict) -> schedules.Schedule:
   if cfg.schedule == 'linear':
     return schedules.linear_schedule(cfg.timesteps, cfg.beta_start, cfg.beta_end)
   return schedules.SCHEDULES[cfg.schedule](cfg.timesteps)
-
-
-def to_uint8(images: jax.Array) -> jax.Array:
-  """[-1, 1] floats -> uint8 [0, 255], rounding to nearest."""
-  return jnp.clip(jnp.round((images + 1.0) * 127.5), 0, 255).astype(jnp.uint8)
 
 
 def diffusion_loss(apply_fn, params, batch: dict[str, jax.Array], example_keys: jax.Array, *,
@@ -55,7 +49,8 @@ def diffusion_loss(apply_fn, params, batch: dict[str, jax.Array], example_keys: 
   return jnp.mean(jnp.square(out.astype(jnp.float32) - target))
 
 
-def make_objective(config: ml_collections.ConfigDict, model: FunctionalModel) -> Objective:
+def make_objective(config: ml_collections.ConfigDict) -> Objective:
+  model = models.build(config.model, config.data)
   dcfg = config.diffusion
   schedule = build_schedule(dcfg)
   tx, lr_schedule = optim.build_optimizer(config.optimizer, config.total_steps)
