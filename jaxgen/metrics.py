@@ -209,7 +209,8 @@ class Progress:
 
   def line(self, step: int, scalars: dict[str, float], rates: dict[str, float]) -> str:
     eta = (self.total_steps - step) / max(rates['steps_per_sec'], 1e-9)
-    loss = f' | loss {scalars["loss"]:.4f}' if 'loss' in scalars else ''
+    loss = ''.join(f' | {name.replace("_", " ")} {scalars[name]:.4f}'
+                   for name in ('loss', 'bits_per_dim', 'psnr') if name in scalars)
     return (f'step {step}/{self.total_steps}{loss} | {rates["steps_per_sec"]:.2f} steps/s | '
             f'{rates["images_per_sec"]:.0f} img/s | ETA {_duration(eta)}')
 

@@ -14,7 +14,7 @@ import numpy as np
 from etils import epath
 from jax.experimental import multihost_utils
 
-from jaxgen import checkpoint, metrics, paths, registry, sharding, validate
+from jaxgen import checkpoint, metrics, objectives, paths, registry, sharding, validate
 from jaxgen import state as state_lib
 from jaxgen.data import pipeline
 from jaxgen.objectives import Objective
@@ -62,22 +62,51 @@ def jit_train_step(s: Setup):
                  out_shardings=(s.state_shardings, rep), donate_argnums=(0,))
 
 
-def jit_sample(s: Setup, num_images: int, **sample_kwargs):
-  """Samples of `sample_params(state)` as a host uint8 array, the same on every process.
+def _output_sharding(s: Setup, num_images: int) -> jax.sharding.NamedSharding:
+  # Images are split over the devices like a batch when they divide evenly (XLA propagates
+  # that layout back through a sampler loop: 2 devices sample ~2x faster).
+  return s.batch_sharding if num_images % s.mesh.size == 0 else sharding.replicated(s.mesh)
 
-  The images are split over the devices like a batch when they divide evenly (XLA
-  propagates that layout back through the sampler loop: 2 devices sample ~2x faster).
-  """
+
+def jit_sample(s: Setup, num_images: int, **sample_kwargs):
+  """Samples of `sample_params(state)` as a host uint8 array, the same on every process."""
   rep = sharding.replicated(s.mesh)
-  out = s.batch_sharding if num_images % s.mesh.size == 0 else rep
 
   def fn(state, rng):
     return s.objective.sample(s.objective.sample_params(state), rng, num_images, **sample_kwargs)
-  compiled = jax.jit(fn, in_shardings=(s.state_shardings, rep), out_shardings=out)
+  compiled = jax.jit(fn, in_shardings=(s.state_shardings, rep),
+                     out_shardings=_output_sharding(s, num_images))
 
   def sample(state, rng) -> np.ndarray:
     return np.asarray(multihost_utils.process_allgather(compiled(state, rng), tiled=True))
   return sample
+
+
+def jit_reconstruct(s: Setup, images: np.ndarray):
+  """decode(encode(images)) of `sample_params(state)` as a host uint8 array."""
+  layout = _output_sharding(s, len(images))
+  images = jax.device_put(images, layout)
+
+  def fn(state, images):
+    params = s.objective.sample_params(state)
+    return s.objective.decode(params, s.objective.encode(params, images))
+  compiled = jax.jit(fn, in_shardings=(s.state_shardings, layout), out_shardings=layout)
+
+  def reconstruct(state) -> np.ndarray:
+    return np.asarray(multihost_utils.process_allgather(compiled(state, images), tiled=True))
+  return reconstruct
+
+
+def paired_grid(originals: np.ndarray, reconstructions: np.ndarray, columns: int = 8
+                ) -> np.ndarray:
+  """Rows of up to `columns` originals, each followed by a row of their reconstructions."""
+  rows = []
+  for start in range(0, len(originals), columns):
+    rows += [originals[start:start + columns], reconstructions[start:start + columns]]
+  width = min(columns, len(originals))
+  padded = [np.concatenate([r, np.zeros((width - len(r), *r.shape[1:]), np.uint8)])
+            for r in rows]
+  return metrics.image_grid(np.concatenate(padded), columns=width)
 
 
 def compile_report(s: Setup, device_memory_bytes: int | None = None) -> dict[str, Any]:
@@ -128,16 +157,36 @@ def format_report(report: dict[str, Any]) -> str:
   return '\n'.join(lines)
 
 
-def write_sample_grid(s: Setup, sample_fn, state, rng, step: int, workdir: str,
-                      writer: metrics.MetricWriter) -> epath.Path:
-  images = sample_fn(state, rng)
-  grid = metrics.image_grid(images)
-  path = paths.workdir_path(workdir) / SAMPLES_DIR / f'step_{step:07d}.png'
-  if jax.process_index() == 0:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    metrics.save_png(path, grid)
-    writer.write_image(step, 'samples', grid)
-  return path
+class Grids:
+  """The periodic image grids of a run: samples, and reconstructions of fixed evaluation
+  images for families that encode."""
+
+  def __init__(self, s: Setup, workdir: str):
+    config = s.config
+    self.directory = paths.workdir_path(workdir) / SAMPLES_DIR
+    self.sample = (jit_sample(s, config.num_sample_images) if s.objective.sample else None)
+    self.reconstruct, self.originals = None, None
+    if s.objective.encode is not None:
+      images = pipeline.load_images(config.data, config.data.eval_split, config.num_sample_images)
+      self.originals = np.asarray(jax.device_get(objectives.to_uint8(images)))
+      self.reconstruct = jit_reconstruct(s, images)
+
+  def write(self, state, rng, step: int, writer: metrics.MetricWriter) -> list[epath.Path]:
+    grids = {}
+    if self.sample:
+      grids[f'step_{step:07d}.png'] = ('samples', metrics.image_grid(self.sample(state, rng)))
+    if self.reconstruct:
+      grids[f'reconstructions_step_{step:07d}.png'] = (
+          'reconstructions', paired_grid(self.originals, self.reconstruct(state)))
+    written = []
+    for filename, (tag, grid) in grids.items():
+      path = self.directory / filename
+      if jax.process_index() == 0:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        metrics.save_png(path, grid)
+        writer.write_image(step, tag, grid)
+      written.append(path)
+    return written
 
 
 def run(config: ml_collections.ConfigDict, workdir: str, *, stop_at_step: int | None = None
@@ -175,7 +224,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, stop_at_step: int | 
                          f'{config.global_batch_size}; workdir {paths.workdir_path(workdir)}')
 
     train_step = jit_train_step(s)
-    sample_fn = jit_sample(s, config.num_sample_images)
+    grids = Grids(s, workdir)
     accumulator = metrics.Accumulator()
     progress = metrics.Progress(start_step, config.total_steps, config.global_batch_size)
     compile_start = time.perf_counter()
@@ -197,10 +246,9 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, stop_at_step: int | 
             metrics.print_line(progress.line(done, scalars, rates))
         writer.write_scalars(done, scalars)
       if config.sample_every and (done % config.sample_every == 0 or done == config.total_steps):
-        path = write_sample_grid(s, sample_fn, state, jax.random.fold_in(sample_rng, done), done,
-                                 workdir, writer)
+        written = grids.write(state, jax.random.fold_in(sample_rng, done), done, writer)
         if is_chief:
-          metrics.print_line(f'samples: {path}')
+          metrics.print_line('grids: ' + ', '.join(map(str, written)))
       last = done in (config.total_steps, stop_at_step)
       ckpt.save(done, state, data_iter, config, force=last)
       if last:

@@ -120,6 +120,14 @@ def make_dataset(cfg: ml_collections.ConfigDict, global_batch_size: int, seed: i
   return batches.map_with_index(load)
 
 
+def load_images(cfg: ml_collections.ConfigDict, split: str, count: int) -> np.ndarray:
+  """The first `count` images of `split`, preprocessed: a fixed set to show reconstructions of."""
+  source = load_source(cfg, split)
+  if len(source) < count:
+    raise DataError(f'{cfg.name} split {split!r} has {len(source)} examples; {count} are needed')
+  return np.stack([preprocess_image(source[i][cfg.image_key], cfg) for i in range(count)])
+
+
 def make_iterator(ds: grain.MapDataset, num_threads: int) -> grain.DatasetIterator:
   """A checkpointable iterator (its state goes into the orbax checkpoint)."""
   read = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=2 * num_threads)
