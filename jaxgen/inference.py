@@ -47,6 +47,9 @@ def sample_from_workdir(workdir: str, *, step: int | None, num_images: int, seed
                         **sample_kwargs) -> tuple[np.ndarray, int, dict]:
   """uint8 samples from the checkpoint at `step` (latest if None), its step, and the config."""
   s, state, step, config = restore_for_sampling(workdir, step)
+  if s.objective.sample is None:
+    raise ValueError(f'objective {config.objective!r} does not generate images from noise; '
+                     'use --interpolate for its latent walks, or jaxgen-eval for its metrics')
   sample_kwargs = {k: v for k, v in sample_kwargs.items() if v is not None}
   images = train.jit_sample(s, num_images, **sample_kwargs)(state, jax.random.key(seed))
   return images, step, config

@@ -17,8 +17,10 @@ from typing import Any
 import jax
 import numpy as np
 from absl import logging
+from jax.experimental import multihost_utils
 
-from jaxgen import checkpoint, inference, metrics, paths
+from jaxgen import checkpoint, inference, metrics, paths, sharding
+from jaxgen.data import pipeline
 from jaxgen.eval import classifier, extract, fid, inception, weights
 
 
@@ -31,6 +33,7 @@ class Options:
   steps: int | None = None
   eta: float | None = None
   seed: int = 0
+  test_images: int | None = None  # families with test metrics: None evaluates the whole split
   classifier_dir: str = 'runs/fmnist_classifier'
   inception_weights: str | None = None  # pt_inception-2015-12-05-6726825d.pth: FID/IS/KID/PR
   reference: str | None = None  # Inception statistics (.npz: mu/sigma, or an OpenAI batch)
@@ -108,8 +111,50 @@ def inception_metrics(images: np.ndarray, weights_path: str, reference_path: str
   return out
 
 
+def test_split_metrics(s, state, options: Options) -> dict[str, float]:
+  """Means over the evaluation split of the objective's per-example `test_metrics` (a VAE's
+  bounds, an autoencoder's PSNR): every image once, in batches sharded over the devices."""
+  cfg = s.config.data
+  source = pipeline.load_source(cfg, cfg.eval_split)
+  count = len(source) if options.test_images is None else min(options.test_images, len(source))
+  batch_size = min(options.batch_size, count)
+  batch_size += (-batch_size) % jax.device_count()
+  fn = jax.jit(lambda st, batch, rng: s.objective.test_metrics(
+      s.objective.sample_params(st), batch, rng), in_shardings=(
+          s.state_shardings, s.batch_sharding, sharding.replicated(s.mesh)))
+  sums: dict[str, float] = {}
+  key, start_time = jax.random.key(options.seed), time.perf_counter()
+  for index, start in enumerate(range(0, count, batch_size)):
+    rows = range(start, min(start + batch_size, count))
+    images = np.stack([pipeline.preprocess_image(source[i][cfg.image_key], cfg) for i in rows])
+    padded = np.concatenate([images, np.repeat(images[-1:], batch_size - len(images), 0)])
+    batch = {'image': jax.device_put(padded, s.batch_sharding)}
+    values = fn(state, batch, jax.random.fold_in(key, index))
+    for name, per_example in values.items():
+      host = np.asarray(multihost_utils.process_allgather(per_example, tiled=True), np.float64)
+      sums[name] = sums.get(name, 0.0) + float(host[:len(images)].sum())
+    if jax.process_index() == 0:
+      done, elapsed = rows.stop, time.perf_counter() - start_time
+      metrics.print_line(f'test metrics {done}/{count} | {done / elapsed:.1f} img/s | '
+                         f'ETA {(count - done) * elapsed / done:.0f}s')
+  return {'test_images': count, **{f'test/{k}': v / count for k, v in sums.items()}}
+
+
 def format_result(step: int, result: dict[str, float]) -> str:
-  line = f'step {step}: {result["num_samples"]} samples'
+  line = f'step {step}'
+  if 'num_samples' in result:
+    line += f': {result["num_samples"]} samples'
+  if 'test_images' in result:
+    parts = []
+    for key in sorted((k for k in result if k.startswith('test/')), reverse=True):
+      name = key[len('test/'):]
+      if name.endswith('_bits_per_dim'):
+        continue  # printed next to its nats
+      part = f'{name.removesuffix("_nats")} {result[key]:.4f}'
+      if name.endswith('_nats'):
+        part += f' nats = {result[key.replace("_nats", "_bits_per_dim")]:.4f} bits/dim'
+      parts.append(part)
+    line += f'\n  {result["test_images"]} test images: ' + ' | '.join(parts)
   inception_parts = [f'{label} {result[key]:{fmt}}' for key, label, fmt in (
       ('fid', 'FID', '.3f'), ('inception_score', 'IS', '.3f'), ('kid', 'KID', '.5f'),
       ('precision', 'precision', '.3f'), ('recall', 'recall', '.3f')) if key in result]
@@ -131,23 +176,31 @@ def evaluate_step(workdir: str, step: int, options: Options, writer) -> dict[str
   s, state, step, config = inference.restore_for_sampling(workdir, step)
   kwargs = {k: v for k, v in (('sampler', options.sampler), ('steps', options.steps),
                               ('eta', options.eta)) if v is not None}
-  images = inference.generate(s, state, options.num_samples, options.batch_size, options.seed,
-                              **kwargs)
-  result: dict[str, Any] = {'num_samples': len(images)}
-  if config.data.name == 'fashion_mnist' and images.shape[1:] == (28, 28, 1):
-    result.update(fmnist_metrics(images, options.classifier_dir))
-  if options.inception_weights:
-    result.update(inception_metrics(images, options.inception_weights, options.reference))
-  elif 'fd_fmnist' not in result:
-    logging.warning('no feature network for %s: pass the Inception weights for FID',
-                    config.data.name)
+  result: dict[str, Any] = {}
+  if s.objective.test_metrics is not None:
+    result.update(test_split_metrics(s, state, options))
+  grid = None
+  if s.objective.sample is not None:
+    images = inference.generate(s, state, options.num_samples, options.batch_size,
+                                options.seed, **kwargs)
+    result['num_samples'] = len(images)
+    grid = metrics.image_grid(images[:64])
+    if (options.classifier_dir and config.data.name == 'fashion_mnist' and
+        images.shape[1:] == (28, 28, 1)):
+      result.update(fmnist_metrics(images, options.classifier_dir))
+    if options.inception_weights:
+      result.update(inception_metrics(images, options.inception_weights, options.reference))
+    elif 'fd_fmnist' not in result:
+      logging.warning('no feature network for %s: pass the Inception weights for FID',
+                      config.data.name)
   out_dir = paths.workdir_path(workdir) / EVAL_DIR
-  grid = metrics.image_grid(images[:64])
   writer.write_scalars(step, {k: v for k, v in result.items()
                               if isinstance(v, (int, float))})
-  writer.write_image(step, 'eval_samples', grid)
+  if grid is not None:
+    writer.write_image(step, 'eval_samples', grid)
   if writer.enabled:
-    metrics.save_png(out_dir / f'samples_{step:07d}.png', grid)
+    if grid is not None:
+      metrics.save_png(out_dir / f'samples_{step:07d}.png', grid)
     metrics.print_line(format_result(step, result))
   return {'result': result, 'total_steps': config.total_steps}
 
@@ -163,11 +216,18 @@ def _save_state(out_dir, state: dict[str, Any]) -> None:
   tmp.replace(out_dir / STATE_FILE)
 
 
+# What "best" means, in order of preference: (metric, whether lower is better).
+BEST_METRICS = (('fid', True), ('test/nelbo_bits_per_dim', True), ('test/psnr', False),
+                ('fd_fmnist', True))
+
+
 def _update_best(state: dict[str, Any], step: int, result: dict[str, Any]) -> None:
-  for name in ('fid', 'fd_fmnist'):  # lower is better; FID when there is one
+  for name, lower in BEST_METRICS:
     if name in result:
       best = state['best']
-      if best is None or best['metric'] != name or result[name] < best['value']:
+      better = best is not None and best['metric'] == name and (
+          result[name] < best['value'] if lower else result[name] > best['value'])
+      if best is None or best['metric'] != name or better:
         state['best'] = {'metric': name, 'value': result[name], 'step': step}
       return
 

@@ -5,6 +5,7 @@
   jaxgen-eval train_classifier --output=runs/fmnist_classifier
   jaxgen-eval stats --dataset=cifar10 --split=train --inception_weights=W.pth --output=S.npz
   jaxgen-eval --workdir=runs/c10 --inception_weights=W.pth --reference=S.npz
+  jaxgen-eval --workdir=runs/vae_demo --num_samples=5000    # + test-set bits/dim, IWAE bound
 """
 
 from __future__ import annotations
@@ -24,8 +25,11 @@ flags.DEFINE_string('sampler', None, 'Sampler (default: the config\'s), e.g. ddi
 flags.DEFINE_integer('steps', None, 'Sampler steps (default: the config\'s).')
 flags.DEFINE_float('eta', None, 'DDIM eta (default: the config\'s).')
 flags.DEFINE_integer('seed', 0, 'Sampling seed (the same for every checkpoint).')
+flags.DEFINE_integer('test_images', None, 'Runs with test-split metrics (VAE bounds, '
+                     'autoencoder PSNR): evaluate the first N images (default: all).')
 flags.DEFINE_string('classifier_dir', 'runs/fmnist_classifier',
-                    'The Fashion-MNIST classifier for FD-FMNIST (jaxgen-eval train_classifier).')
+                    'The Fashion-MNIST classifier for FD-FMNIST (jaxgen-eval train_classifier); '
+                    '"" skips FD-FMNIST.')
 flags.DEFINE_string('inception_weights', None,
                     'Local pt_inception-2015-12-05-6726825d.pth (pytorch-fid\'s FID weights): '
                     'adds IS, and with --reference FID (and KID/precision/recall for reference '
@@ -109,7 +113,8 @@ def main(argv: list[str]) -> None:
       evaluate.evaluate_workdir(FLAGS.workdir, evaluate.Options(
           step=FLAGS.step, num_samples=FLAGS.num_samples, batch_size=FLAGS.batch_size,
           sampler=FLAGS.sampler, steps=FLAGS.steps, eta=FLAGS.eta, seed=FLAGS.seed,
-          classifier_dir=FLAGS.classifier_dir, inception_weights=FLAGS.inception_weights,
+          test_images=FLAGS.test_images, classifier_dir=FLAGS.classifier_dir,
+          inception_weights=FLAGS.inception_weights,
           reference=FLAGS.reference, watch=FLAGS.watch, poll_s=FLAGS.poll_s,
           watch_timeout_s=FLAGS.watch_timeout_s))
   except (FileNotFoundError, ValueError, pipeline.DataError) as e:
