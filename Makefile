@@ -4,7 +4,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo eval-demo test lint data clean-demo
+.PHONY: demo eval-demo vae-demo ae-demo test lint data clean-demo
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,12 +38,28 @@ eval-demo: $(STAMP) data
 	$(BIN)/jaxgen-eval --workdir=runs/demo --num_samples=$(EVAL_SAMPLES) --classifier_dir=$(CLASSIFIER) \
 	  $(if $(INCEPTION),--inception_weights=$(INCEPTION) --reference=$(INCEPTION_REF))
 
-# The whole suite on CPU JAX with 8 simulated devices.
+# The VAE on Fashion-MNIST: train, then latent walks + prior samples, then test-set bits/dim
+# (and FD-FMNIST of its samples when the classifier of eval-demo exists).
+FD_FMNIST = --classifier_dir=$(if $(wildcard $(CLASSIFIER)/train_stats.npz),$(CLASSIFIER),)
+vae-demo: $(STAMP) data
+	$(BIN)/jaxgen-train --config=configs/vae_fashion_mnist.py:demo --workdir=runs/vae_demo
+	$(BIN)/jaxgen-sample --workdir=runs/vae_demo --interpolate
+	$(BIN)/jaxgen-eval --workdir=runs/vae_demo --num_samples=$(EVAL_SAMPLES) $(FD_FMNIST)
+
+# The KL autoencoder (latent-diffusion first stage): train, latent walks, test-split PSNR.
+ae-demo: $(STAMP) data
+	$(BIN)/jaxgen-train --config=configs/autoencoder_kl_fashion_mnist.py:demo --workdir=runs/ae_demo
+	$(BIN)/jaxgen-sample --workdir=runs/ae_demo --interpolate
+	$(BIN)/jaxgen-eval --workdir=runs/ae_demo
+
+# The whole suite on CPU JAX with 8 simulated devices, in TEST_WORKERS processes (one per
+# core on our 2-core CI machines; each test file runs whole in one worker).
+TEST_WORKERS ?= 2
 test: $(STAMP)
 	scripts/get_fashion_mnist.sh --optional
 	$(BIN)/ruff check jaxgen tests configs benchmarks
 	$(BIN)/shellcheck launch/*.sh launch/slurm.sbatch scripts/*.sh .ci/run
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 clean-demo:
-	rm -rf runs/demo
+	rm -rf runs/demo runs/vae_demo runs/ae_demo

@@ -24,9 +24,10 @@ def load_config(variant: str = 'tiny', name: str = 'ddpm_fashion_mnist'):
       name, os.path.join(REPO, 'configs', f'{name}.py')).get_config(variant)
 
 
-def tiny_config_with(**overrides):
-  """The tiny config with dotted-path overrides, e.g. {'mesh.data': 4}."""
-  config = load_config('tiny')
+def tiny_config_with(config_name: str = 'ddpm_fashion_mnist', **overrides):
+  """The tiny variant of configs/<config_name>.py with dotted-path overrides, e.g.
+  {'mesh.data': 4}."""
+  config = load_config('tiny', config_name)
   with config.unlocked():
     for key, value in overrides.items():
       node = config

@@ -7,21 +7,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import load_config, write_fake_fashion_mnist
+from conftest import tiny_config_with, write_fake_fashion_mnist
 from jaxgen import train
 from jaxgen.objectives import autoencoder
 
 
 def _config(**overrides):
-  config = load_config('tiny', 'autoencoder_kl_fashion_mnist')
-  with config.unlocked():
-    for key, value in overrides.items():
-      node = config
-      *parents, leaf = key.split('.')
-      for part in parents:
-        node = node[part]
-      node[leaf] = value
-  return config
+  return tiny_config_with('autoencoder_kl_fashion_mnist', **overrides)
 
 
 def test_psnr_and_hinge_loss_closed_forms():

@@ -46,3 +46,16 @@ class Objective:
 def to_uint8(images: jax.Array) -> jax.Array:
   """[-1, 1] floats -> uint8 [0, 255], rounding to nearest."""
   return jnp.clip(jnp.round((images + 1.0) * 127.5), 0, 255).astype(jnp.uint8)
+
+
+def image_batch_shapes(config) -> Callable[[int], dict[str, tuple[tuple[int, ...], Any]]]:
+  """`batch_shapes` of a family trained on the images (and labels, if any) of config.data."""
+  data = config.data
+
+  def batch_shapes(batch_size: int):
+    shapes = {'image': ((batch_size, data.image_size, data.image_size, data.channels),
+                        jnp.float32)}
+    if data.label_key:
+      shapes['label'] = ((batch_size,), jnp.int32)
+    return shapes
+  return batch_shapes

@@ -22,7 +22,7 @@ import ml_collections
 import optax
 
 from jaxgen import models, optim, validate
-from jaxgen.objectives import Objective, likelihoods, to_uint8, vae
+from jaxgen.objectives import Objective, image_batch_shapes, likelihoods, to_uint8, vae
 
 
 def psnr(x: jax.Array, x_hat: jax.Array) -> jax.Array:
@@ -55,7 +55,6 @@ def make_objective(config: ml_collections.ConfigDict) -> Objective:
   tx_ae, lr_ae = optim.build_optimizer(config.optimizer, config.total_steps)
   tx_d, _ = optim.build_optimizer(config.discriminator_optimizer, config.total_steps)
   num_dims = config.data.image_size ** 2 * channels
-  image_shape = (config.data.image_size, config.data.image_size, channels)
 
   def rec_loss(x, x_hat):
     error = jnp.abs(x - x_hat) if acfg.reconstruction == 'l1' else jnp.square(x - x_hat)
@@ -139,13 +138,7 @@ def make_objective(config: ml_collections.ConfigDict) -> Objective:
     x_hat = model.apply(params, encode(params, x), method='decode')
     return {'psnr': psnr(x, x_hat), 'rec_loss': jax.vmap(rec_loss)(x, x_hat)}
 
-  def batch_shapes(batch_size):
-    shapes = {'image': ((batch_size, *image_shape), jnp.float32)}
-    if config.data.label_key:
-      shapes['label'] = ((batch_size,), jnp.int32)
-    return shapes
-
   return Objective(init=init, train_step=train_step, sample=None,
                    sample_params=lambda state: state['params']['autoencoder'],
-                   batch_shapes=batch_shapes, encode=encode, decode=decode,
+                   batch_shapes=image_batch_shapes(config), encode=encode, decode=decode,
                    test_metrics=test_metrics)

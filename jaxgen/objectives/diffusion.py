@@ -11,7 +11,7 @@ import optax
 
 from jaxgen import models, optim
 from jaxgen import state as state_lib
-from jaxgen.objectives import Objective, to_uint8
+from jaxgen.objectives import Objective, image_batch_shapes, to_uint8
 from jaxgen.samplers import SAMPLERS, schedules
 
 
@@ -104,11 +104,6 @@ def make_objective(config: ml_collections.ConfigDict) -> Objective:
     images = SAMPLERS[sampler](denoise, schedule, rng, (n, *image_shape), **kwargs)
     return to_uint8(images)
 
-  def batch_shapes(batch_size):
-    shapes = {'image': ((batch_size, *image_shape), jnp.float32)}
-    if config.data.label_key:
-      shapes['label'] = ((batch_size,), jnp.int32)
-    return shapes
-
   return Objective(init=init, train_step=train_step, sample=sample,
-                   sample_params=lambda state: state['ema_params'], batch_shapes=batch_shapes)
+                   sample_params=lambda state: state['ema_params'],
+                   batch_shapes=image_batch_shapes(config))

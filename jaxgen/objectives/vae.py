@@ -19,7 +19,7 @@ import optax
 
 from jaxgen import models, optim, validate
 from jaxgen.models.functional import FunctionalModel
-from jaxgen.objectives import Objective, likelihoods, to_uint8
+from jaxgen.objectives import Objective, image_batch_shapes, likelihoods, to_uint8
 
 
 def kl_weight_at(step: jax.Array, beta: float, warmup_steps: int) -> jax.Array:
@@ -96,7 +96,6 @@ def make_objective(config: ml_collections.ConfigDict) -> Objective:
   latent_shape = model.attribute('latent_shape')()
   num_dims = config.data.image_size ** 2 * channels
   tx, lr_schedule = optim.build_optimizer(config.optimizer, config.total_steps)
-  image_shape = (config.data.image_size, config.data.image_size, channels)
 
   def init(rng):
     params = model.init(rng)
@@ -145,12 +144,7 @@ def make_objective(config: ml_collections.ConfigDict) -> Objective:
             f'iwae{vcfg.iw_samples}_nats': iwae,
             f'iwae{vcfg.iw_samples}_bits_per_dim': likelihoods.bits_per_dim(iwae, num_dims)}
 
-  def batch_shapes(batch_size):
-    shapes = {'image': ((batch_size, *image_shape), jnp.float32)}
-    if config.data.label_key:
-      shapes['label'] = ((batch_size,), jnp.int32)
-    return shapes
-
   return Objective(init=init, train_step=train_step, sample=sample,
-                   sample_params=lambda state: state['params'], batch_shapes=batch_shapes,
+                   sample_params=lambda state: state['params'],
+                   batch_shapes=image_batch_shapes(config),
                    encode=encode, decode=decode, test_metrics=test_metrics)
