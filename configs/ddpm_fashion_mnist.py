@@ -32,6 +32,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.checkpoint_every = 5_000
   config.keep_checkpoints = 3
   config.async_checkpointing = True
+  # A step with a NaN/Inf loss, gradient or parameter is never applied; 'stop' ends the run
+  # with an error naming it, 'skip' counts it (nonfinite_steps) and goes on.
+  config.nonfinite_policy = 'stop'
 
   # Devices are arranged as a (data, fsdp) mesh; -1 takes whatever is left.
   config.mesh = ml_collections.ConfigDict({'data': -1, 'fsdp': 1})

@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from clu import metrics as clu_metrics
 from etils import epath
@@ -29,21 +30,33 @@ def collection_for(names: tuple[str, ...]) -> type[clu_metrics.Collection]:
 
 
 class Accumulator:
-  """Merges per-step metric dicts on device (no host sync) until `flush`."""
+  """Merges per-step metric dicts on device (no host sync) until `flush`.
+
+  A step whose `nonfinite` metric is 1 (see jaxgen/nonfinite.py) is left out of the
+  averages and counted in `nonfinite_steps` instead.
+  """
 
   def __init__(self):
     self._collection = None
+    self._nonfinite = None
 
   def add(self, step_metrics: dict[str, jax.Array]) -> None:
-    cls = collection_for(tuple(sorted(step_metrics)))
-    one = cls.single_from_model_output(**step_metrics)
+    outputs = {k: jnp.reshape(v, (1,)) for k, v in step_metrics.items() if k != 'nonfinite'}
+    if 'nonfinite' in step_metrics:
+      flag = step_metrics['nonfinite']
+      outputs['mask'] = jnp.reshape(flag == 0, (1,))  # clu forwards it to every Average
+      self._nonfinite = flag if self._nonfinite is None else self._nonfinite + flag
+    cls = collection_for(tuple(sorted(k for k in outputs if k != 'mask')))
+    one = cls.single_from_model_output(**outputs)
     self._collection = one if self._collection is None else self._collection.merge(one)
 
   def flush(self) -> dict[str, float]:
     if self._collection is None:
       return {}
     out = {k: float(v) for k, v in self._collection.compute().items()}
-    self._collection = None
+    if self._nonfinite is not None:
+      out['nonfinite_steps'] = int(self._nonfinite)
+    self._collection, self._nonfinite = None, None
     return out
 
 

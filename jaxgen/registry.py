@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from jaxgen import models
+from jaxgen import models, nonfinite
 from jaxgen.models.unet import REMAT_POLICIES
 from jaxgen.objectives import Objective, autoencoder, diffusion, likelihoods, vae
 from jaxgen.samplers import SAMPLERS
@@ -21,6 +21,8 @@ def known_values(config: ml_collections.ConfigDict) -> dict[str, tuple[str, ...]
   """Allowed values of the config's named fields, for start-up validation."""
   known = {'objective': tuple(OBJECTIVES), 'model.name': tuple(models.MODELS),
            'model.compute_dtype': ('float32', 'bfloat16')}
+  if 'nonfinite_policy' in config:  # absent from configs saved by older versions
+    known['nonfinite_policy'] = nonfinite.POLICIES
   if config.model.name == 'unet':
     known['model.remat'] = tuple(REMAT_POLICIES)
   if config.objective == 'diffusion' and 'diffusion' in config:

@@ -14,7 +14,7 @@ import numpy as np
 from etils import epath
 from jax.experimental import multihost_utils
 
-from jaxgen import checkpoint, metrics, objectives, paths, registry, sharding, validate
+from jaxgen import checkpoint, metrics, nonfinite, objectives, paths, registry, sharding, validate
 from jaxgen import state as state_lib
 from jaxgen.data import pipeline
 from jaxgen.objectives import Objective
@@ -57,7 +57,8 @@ def init_state(s: Setup, rng: jax.Array) -> Any:
 
 def jit_train_step(s: Setup):
   rep = sharding.replicated(s.mesh)
-  return jax.jit(s.objective.train_step,
+  # The guard leaves the state unchanged on a step with NaN/Inf, and flags it in the metrics.
+  return jax.jit(nonfinite.guard(s.objective.train_step),
                  in_shardings=(s.state_shardings, s.batch_sharding, rep),
                  out_shardings=(s.state_shardings, rep), donate_argnums=(0,))
 
@@ -189,6 +190,17 @@ class Grids:
     return written
 
 
+def _stop_if_nonfinite(records: list, ckpt: checkpoint.Checkpointer) -> None:
+  first = nonfinite.describe_first(records)
+  if first is not None:
+    ckpt.wait()
+    saved = ckpt.latest_step()
+    raise nonfinite.NonFiniteError(
+        f'{first} (config.nonfinite_policy="stop"); that update was not applied and nothing '
+        f'after it was saved (newest checkpoint: {saved}). Lower the learning rate or check '
+        'the data, or set --config.nonfinite_policy=skip to skip such steps')
+
+
 def run(config: ml_collections.ConfigDict, workdir: str, *, stop_at_step: int | None = None
         ) -> Any:
   """Train `config` in `workdir`, resuming from its latest checkpoint; returns the state.
@@ -226,6 +238,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, stop_at_step: int | 
     train_step = jit_train_step(s)
     grids = Grids(s, workdir)
     accumulator = metrics.Accumulator()
+    stop_on_nonfinite = config.nonfinite_policy == 'stop'
+    unchecked = []  # (step, metrics) on device since the last non-finite check
     progress = metrics.Progress(start_step, config.total_steps, config.global_batch_size)
     compile_start = time.perf_counter()
     for step in range(start_step, config.total_steps):
@@ -233,6 +247,12 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, stop_at_step: int | 
       state, step_metrics = train_step(state, batch, jax.random.fold_in(train_rng, step))
       accumulator.add(step_metrics)
       done = step + 1
+      last = done in (config.total_steps, stop_at_step)
+      if stop_on_nonfinite:
+        unchecked.append((done, step_metrics))
+        if done % config.log_every == 0 or done % config.checkpoint_every == 0 or last:
+          _stop_if_nonfinite(unchecked, ckpt)
+          unchecked = []
       if step == start_step:
         jax.block_until_ready(state)
         logging.info('First step (compile + run) took %.1fs', time.perf_counter() - compile_start)
@@ -249,7 +269,6 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, stop_at_step: int | 
         written = grids.write(state, jax.random.fold_in(sample_rng, done), done, writer)
         if is_chief:
           metrics.print_line('grids: ' + ', '.join(map(str, written)))
-      last = done in (config.total_steps, stop_at_step)
       ckpt.save(done, state, data_iter, config, force=last)
       if last:
         break

@@ -1,0 +1,60 @@
+"""Non-finite losses, gradients and parameters: caught inside the jitted step.
+
+Every family's train step is wrapped by `guard`: when any metric the step reports (its
+losses, gradient norms) or any value of the new state is NaN or Inf, the state is left as
+it was (only its step counter advances), and the step's `nonfinite` metric is 1. No host
+sync is added: the flags travel with the metrics. The loop then applies
+`config.nonfinite_policy`:
+
+  skip  such steps are skipped and counted (`nonfinite_steps` in the logs); training goes on.
+  stop  at the next log line or checkpoint, training stops with NonFiniteError naming the
+        first bad step and what was non-finite; no checkpoint is written after it.
+
+Either way a checkpoint never holds non-finite parameters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+POLICIES = ('skip', 'stop')
+
+
+class NonFiniteError(RuntimeError):
+  """A step produced NaN/Inf under nonfinite_policy='stop'."""
+
+
+def all_finite(tree: Any) -> jax.Array:
+  """True when every floating-point value in `tree` is finite."""
+  checks = [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)
+            if jnp.issubdtype(x.dtype, jnp.floating)]
+  return jnp.all(jnp.stack(checks)) if checks else jnp.asarray(True)
+
+
+def guard(train_step: Callable) -> Callable:
+  """`train_step` that keeps the old state (all but 'step') when anything is non-finite."""
+
+  def step(state, batch, rng):
+    new_state, metrics = train_step(state, batch, rng)
+    ok = jnp.logical_and(all_finite(metrics), all_finite(new_state))
+    # lax.cond, not a jnp.where per leaf: XLA:CPU took ~20x longer to compile the latter.
+    kept = jax.lax.cond(ok, lambda new, old: new, lambda new, old: old, new_state, state)
+    kept['step'] = new_state['step']
+    return kept, {**metrics, 'nonfinite': 1.0 - ok.astype(jnp.float32)}
+
+  return step
+
+
+def describe_first(records: list[tuple[int, dict[str, Any]]]) -> str | None:
+  """For [(step, metrics)] (device values), the first bad step and what was not finite."""
+  for step, metrics in jax.device_get(records):
+    if metrics['nonfinite'] > 0:
+      bad = sorted(k for k, v in metrics.items() if k != 'nonfinite' and not np.isfinite(v))
+      what = ', '.join(bad) if bad else 'values in the updated parameters or optimizer state'
+      return f'step {step}: non-finite {what}'
+  return None

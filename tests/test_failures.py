@@ -1,0 +1,85 @@
+"""Fault injection: what a run does when a step produces NaN/Inf."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import tiny_config_with, write_fake_fashion_mnist
+from jaxgen import checkpoint, nonfinite, train
+from jaxgen.data import pipeline
+
+
+@pytest.fixture
+def data_overrides(tmp_path):
+  data = write_fake_fashion_mnist(tmp_path / 'fmnist')
+  return {'data.manual_dir': str(data), 'data.data_dir': str(tmp_path / 'tfds')}
+
+
+def _nan_batch_at(monkeypatch, call: int) -> None:
+  """The `call`-th global batch (counting across runs in this test) is all NaN."""
+  original, calls = pipeline.global_batch, [0]
+
+  def global_batch(local, sharding):
+    calls[0] += 1
+    if calls[0] == call:
+      local = {**local, 'image': np.full_like(local['image'], np.nan)}
+    return original(local, sharding)
+  monkeypatch.setattr(pipeline, 'global_batch', global_batch)
+
+
+def _leaves(state):
+  return jax.tree_util.tree_leaves(jax.device_get({k: v for k, v in state.items()
+                                                   if k != 'step'}))
+
+
+def test_skip_policy_leaves_the_state_of_a_nan_step_unchanged_and_goes_on(
+    tmp_path, monkeypatch, data_overrides):
+  config = tiny_config_with(**data_overrides, nonfinite_policy='skip', log_every=1)
+  before = train.run(config, str(tmp_path / 'clean'), stop_at_step=2)
+
+  _nan_batch_at(monkeypatch, 3)
+  after_bad = train.run(config, str(tmp_path / 'nan'), stop_at_step=3)
+  assert int(after_bad['step']) == 3
+  for a, b in zip(_leaves(before), _leaves(after_bad)):  # params, EMA and Adam state
+    np.testing.assert_array_equal(a, b)
+
+  final = train.run(config, str(tmp_path / 'nan'))  # resumes at 3 and finishes
+  assert int(final['step']) == 6
+  assert all(np.all(np.isfinite(x)) for x in _leaves(final))
+  lines = [json.loads(line) for line in (tmp_path / 'nan' / 'metrics.jsonl').read_text()
+           .splitlines()]
+  assert [line['nonfinite_steps'] for line in lines] == [0, 0, 1, 0, 0, 0]
+  assert all(np.isfinite(line['loss']) for i, line in enumerate(lines) if i != 2)
+
+
+def test_stop_policy_names_the_step_and_saves_nothing_after_it(
+    tmp_path, monkeypatch, data_overrides):
+  config = tiny_config_with(**data_overrides, nonfinite_policy='stop')  # checkpoint_every=3
+  _nan_batch_at(monkeypatch, 3)
+  workdir = str(tmp_path / 'run')
+  with pytest.raises(nonfinite.NonFiniteError,
+                     match=r'step 3: non-finite grad_norm, loss \(config.nonfinite_policy="stop"'):
+    train.run(config, workdir)
+  ckpt = checkpoint.Checkpointer(workdir, read_only=True, use_async=False)
+  steps = ckpt.all_steps()
+  assert steps and max(steps) < 3
+  s = train.setup(config)
+  state = ckpt.restore(max(steps), s.restore_target)
+  ckpt.close()
+  assert all(np.all(np.isfinite(x)) for x in _leaves(state))
+
+
+def test_guard_catches_non_finite_parameters_with_finite_metrics():
+  def step(state, batch, rng):
+    return {'step': state['step'] + 1, 'params': state['params'] / batch}, {'loss': batch}
+
+  guarded = jax.jit(nonfinite.guard(step))
+  state = {'step': np.int32(0), 'params': np.ones(3, np.float32)}
+  new, metrics = guarded(state, np.float32(0.0), jax.random.key(0))  # 1/0 = inf params
+  assert float(metrics['nonfinite']) == 1.0 and int(new['step']) == 1
+  np.testing.assert_array_equal(new['params'], state['params'])
+  records = [(1, jax.device_get(metrics))]
+  assert nonfinite.describe_first(records) == (
+      'step 1: non-finite values in the updated parameters or optimizer state')
