@@ -14,7 +14,17 @@ import numpy as np
 from etils import epath
 from jax.experimental import multihost_utils
 
-from jaxgen import checkpoint, metrics, nonfinite, objectives, paths, registry, sharding, validate
+from jaxgen import (
+  checkpoint,
+  metrics,
+  nonfinite,
+  objectives,
+  paths,
+  preemption,
+  registry,
+  sharding,
+  validate,
+)
 from jaxgen import state as state_lib
 from jaxgen.data import pipeline
 from jaxgen.objectives import Objective
@@ -242,37 +252,45 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, stop_at_step: int | 
     unchecked = []  # (step, metrics) on device since the last non-finite check
     progress = metrics.Progress(start_step, config.total_steps, config.global_batch_size)
     compile_start = time.perf_counter()
-    for step in range(start_step, config.total_steps):
-      batch = pipeline.global_batch(next(data_iter), s.batch_sharding)
-      state, step_metrics = train_step(state, batch, jax.random.fold_in(train_rng, step))
-      accumulator.add(step_metrics)
-      done = step + 1
-      last = done in (config.total_steps, stop_at_step)
-      if stop_on_nonfinite:
-        unchecked.append((done, step_metrics))
-        if done % config.log_every == 0 or done % config.checkpoint_every == 0 or last:
-          _stop_if_nonfinite(unchecked, ckpt)
-          unchecked = []
-      if step == start_step:
-        jax.block_until_ready(state)
-        logging.info('First step (compile + run) took %.1fs', time.perf_counter() - compile_start)
-        progress = metrics.Progress(done, config.total_steps, config.global_batch_size)
-      if done % config.log_every == 0 or done == config.total_steps:
-        scalars = accumulator.flush()
-        rates = progress.rates(done)
-        if rates:
-          scalars.update(rates)
+    preempted, watcher = False, preemption.Watcher()
+    try:
+      for step in range(start_step, config.total_steps):
+        batch = pipeline.global_batch(next(data_iter), s.batch_sharding)
+        state, step_metrics = train_step(state, batch, jax.random.fold_in(train_rng, step))
+        accumulator.add(step_metrics)
+        done = step + 1
+        preempted = watcher.reached(done)
+        last = preempted or done in (config.total_steps, stop_at_step)
+        if stop_on_nonfinite:
+          unchecked.append((done, step_metrics))
+          if done % config.log_every == 0 or done % config.checkpoint_every == 0 or last:
+            _stop_if_nonfinite(unchecked, ckpt)
+            unchecked = []
+        if step == start_step:
+          jax.block_until_ready(state)
+          logging.info('First step (compile + run) took %.1fs', time.perf_counter() - compile_start)
+          progress = metrics.Progress(done, config.total_steps, config.global_batch_size)
+        if done % config.log_every == 0 or done == config.total_steps:
+          scalars = accumulator.flush()
+          rates = progress.rates(done)
+          if rates:
+            scalars.update(rates)
+            if is_chief:
+              metrics.print_line(progress.line(done, scalars, rates))
+          writer.write_scalars(done, scalars)
+        if config.sample_every and (done % config.sample_every == 0 or done == config.total_steps):
+          written = grids.write(state, jax.random.fold_in(sample_rng, done), done, writer)
           if is_chief:
-            metrics.print_line(progress.line(done, scalars, rates))
-        writer.write_scalars(done, scalars)
-      if config.sample_every and (done % config.sample_every == 0 or done == config.total_steps):
-        written = grids.write(state, jax.random.fold_in(sample_rng, done), done, writer)
-        if is_chief:
-          metrics.print_line('grids: ' + ', '.join(map(str, written)))
-      ckpt.save(done, state, data_iter, config, force=last)
-      if last:
-        break
+            metrics.print_line('grids: ' + ', '.join(map(str, written)))
+        ckpt.save(done, state, data_iter, config, force=last)
+        if last:
+          break
+    finally:
+      watcher.close()  # the default signal handlers again, also after an error
     ckpt.wait()
+    if preempted and is_chief:
+      metrics.print_line(f'{watcher.signal_name}: stopped after step {done} and saved its '
+                         f'checkpoint in {ckpt.directory}; rerun the same command to resume')
     ckpt.close()
     writer.close()
     multihost_utils.sync_global_devices('jaxgen_train_done')

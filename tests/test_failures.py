@@ -1,12 +1,16 @@
 """Fault injection: what a run does when a step produces NaN/Inf."""
 
 import json
+import signal
+import subprocess
+import sys
+import time
 
 import jax
 import numpy as np
 import pytest
 
-from conftest import tiny_config_with, write_fake_fashion_mnist
+from conftest import REPO, tiny_config_with, write_fake_fashion_mnist
 from jaxgen import checkpoint, nonfinite, train
 from jaxgen.data import pipeline
 
@@ -83,3 +87,36 @@ def test_guard_catches_non_finite_parameters_with_finite_metrics():
   records = [(1, jax.device_get(metrics))]
   assert nonfinite.describe_first(records) == (
       'step 1: non-finite values in the updated parameters or optimizer state')
+
+
+def test_sigterm_saves_the_step_reached_exits_0_and_the_rerun_resumes(tmp_path, data_overrides):
+  """A preemption notice: finish the step, save it, say so, exit 0; rerunning resumes."""
+  workdir = tmp_path / 'run'
+  overrides = {'total_steps': 100_000, 'checkpoint_every': 100_000, 'sample_every': 0,
+               'log_every': 1, **data_overrides}
+  cmd = [sys.executable, '-u', '-m', 'jaxgen.main',
+         f'--config={REPO}/configs/ddpm_fashion_mnist.py:tiny', f'--workdir={workdir}',
+         '--num_cpu_devices=2'] + [f'--config.{k}={v}' for k, v in overrides.items()]
+  proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  lines = []
+  deadline = time.time() + 240
+  for line in proc.stdout:  # wait until it is training
+    lines.append(line)
+    if line.startswith('step 3/') or time.time() > deadline:
+      break
+  proc.send_signal(signal.SIGTERM)
+  out, _ = proc.communicate(timeout=120)
+  out = ''.join(lines) + out
+  assert proc.returncode == 0, out[-3000:]
+  saved = int(out.split('SIGTERM: stopped after step ')[1].split()[0])
+  logged = [int(x.split()[1].split('/')[0]) for x in out.splitlines() if x.startswith('step ')]
+  assert saved >= 3 and saved == max(logged)  # the step it had reached, not an older one
+  ckpt = checkpoint.Checkpointer(str(workdir), read_only=True, use_async=False)
+  assert ckpt.all_steps()[-1] == saved
+  ckpt.close()
+
+  rerun = subprocess.run(cmd[:-len(overrides)] + [
+      f'--config.{k}={v}' for k, v in {**overrides, 'total_steps': saved + 1}.items()],
+      capture_output=True, text=True, timeout=240)
+  assert rerun.returncode == 0, rerun.stderr[-3000:]
+  assert f'resumed from checkpoint at step {saved}' in rerun.stdout
