@@ -200,6 +200,41 @@ class Grids:
     return written
 
 
+def _flat(tree: Any, separator: str = '/') -> dict[str, Any]:
+  return {jax.tree_util.keystr(path, simple=True, separator=separator): leaf
+          for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def check_same_state(s: Setup, ckpt: checkpoint.Checkpointer, step: int) -> None:
+  """Refuse (before touching anything) a workdir whose checkpoints hold another model."""
+  saved_config = ckpt.restore_config(step)
+  where = f'{ckpt.directory} holds checkpoints (step {step})'
+  try:
+    saved = _flat(jax.eval_shape(registry.build_objective(saved_config).init,
+                                 jax.random.key(0)))
+  except (KeyError, ValueError, AttributeError) as e:  # a config from an older jaxgen
+    logging.warning('%s whose saved config cannot be rebuilt (%s); restoring by shape', where, e)
+    return
+  here = _flat(s.abstract_state)
+  if {k: (v.shape, v.dtype) for k, v in saved.items()} == {
+      k: (v.shape, v.dtype) for k, v in here.items()}:
+    return
+  first = next(k for k in sorted(saved.keys() | here.keys(),
+                                 key=lambda k: (not k.startswith('params'), k))
+               if k not in saved or k not in here or saved[k].shape != here[k].shape or
+               saved[k].dtype != here[k].dtype)
+  def describe(leaves):
+    return f'{leaves[first].shape} {leaves[first].dtype}' if first in leaves else 'absent'
+  old_fields, new_fields = (_flat(c.to_dict(), '.') for c in (saved_config, s.config))
+  changed = [f'{k}={old_fields.get(k)!r} there, {new_fields.get(k)!r} here'
+             for k in sorted(old_fields.keys() | new_fields.keys())
+             if old_fields.get(k) != new_fields.get(k)][:6]
+  raise validate.ConfigError(
+      f'{where} of a different model: {first} is {describe(saved)} there but '
+      f'{describe(here)} with this config (differing fields: {"; ".join(changed)}). Use a new '
+      '--workdir, or the config that wrote it; nothing in the workdir was changed')
+
+
 def _stop_if_nonfinite(records: list, ckpt: checkpoint.Checkpointer) -> None:
   first = nonfinite.describe_first(records)
   if first is not None:
@@ -231,6 +266,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, stop_at_step: int | 
   latest = ckpt.latest_step()
   with jax.set_mesh(s.mesh):
     if latest is not None:
+      check_same_state(s, ckpt, latest)
       state = ckpt.restore(latest, s.restore_target, data_iter)
       logging.info('Resumed from %s at step %d', ckpt.directory, latest)
       if is_chief:

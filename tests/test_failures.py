@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, tiny_config_with, write_fake_fashion_mnist
-from jaxgen import checkpoint, nonfinite, train
+from jaxgen import checkpoint, nonfinite, train, validate
 from jaxgen.data import pipeline
 
 
@@ -120,3 +120,20 @@ def test_sigterm_saves_the_step_reached_exits_0_and_the_rerun_resumes(tmp_path, 
       capture_output=True, text=True, timeout=240)
   assert rerun.returncode == 0, rerun.stderr[-3000:]
   assert f'resumed from checkpoint at step {saved}' in rerun.stdout
+
+
+def test_a_workdir_of_another_model_is_refused_and_left_untouched(tmp_path, data_overrides):
+  workdir = tmp_path / 'run'
+  train.run(tiny_config_with(**data_overrides), str(workdir), stop_at_step=3)
+
+  def snapshot():
+    return {str(p.relative_to(workdir)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in workdir.rglob('*') if p.is_file()}
+  before = snapshot()
+  wider = tiny_config_with(**data_overrides, **{'model.ch': 16})
+  with pytest.raises(validate.ConfigError,
+                     match=r'holds checkpoints \(step 3\) of a different model: params/\S+ is '
+                           r'\(\d+,.*there but .* with this config \(differing fields: '
+                           r'model.ch=8 there, 16 here\)'):
+    train.run(wider, str(workdir))
+  assert snapshot() == before
