@@ -72,6 +72,19 @@ def test_bits_per_dim_conversion():
   assert float(likelihoods.bits_per_dim(jnp.asarray(784 * math.log(256)), 784)) == pytest.approx(8)
 
 
+def test_gaussian_likelihood_is_the_dequantised_density_times_the_bin_width():
+  rng = np.random.default_rng(2)
+  y = rng.uniform(-1, 1, (2, 3, 3, 1)).astype(np.float32)
+  mean, log_scale = rng.normal(size=(2, 2, 3, 3, 1)).astype(np.float32) * 0.3
+  for lik, out, scale in ((likelihoods.build('gaussian'), np.concatenate([mean, log_scale], -1),
+                           np.exp(log_scale.astype(np.float64))),
+                          (likelihoods.build('gaussian', 0.1), mean, np.full(mean.shape, 0.1))):
+    expected = (-0.5 * ((y - mean) / scale) ** 2 - np.log(scale) - 0.5 * math.log(2 * math.pi)
+                + math.log(2 / 255)).reshape(2, -1).sum(-1)
+    np.testing.assert_allclose(lik.log_prob(jnp.asarray(out), jnp.asarray(y)), expected,
+                               rtol=1e-5)
+
+
 def test_kl_warmup_schedule():
   weights = [float(vae_lib.kl_weight_at(jnp.asarray(s), 4.0, 10)) for s in (0, 5, 10, 20)]
   assert weights == [0.0, 2.0, 4.0, 4.0]

@@ -104,9 +104,8 @@ def _logistic() -> Likelihood:
 
 def _gaussian(fixed_scale: float | None) -> Likelihood:
   def prepare(x, key, deterministic):
+    del deterministic  # only binarisation has a deterministic form
     # The encoder sees the data; the likelihood scores a dequantised copy.
-    if deterministic:  # still a valid bound, with a fixed draw
-      key = jax.random.key(0)
     return x, x + jax.random.uniform(key, x.shape, x.dtype, -HALF_BIN, HALF_BIN)
 
   def split(out):
