@@ -3,15 +3,36 @@
 from __future__ import annotations
 
 import json
+import logging
+import re
+import time
+from collections.abc import Callable
 from typing import Any
 
 import grain
+import jax
 import ml_collections
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 
-from jaxgen import paths
+from jaxgen import metrics, paths, validate
 
 CHECKPOINT_DIR = 'checkpoints'
+UNREADABLE_DIR = 'unreadable_checkpoints'
+
+
+class CheckpointError(RuntimeError):
+  """A checkpoint that cannot be written or read; the message says what is still intact."""
+
+
+def cause(error: BaseException) -> str:
+  """The useful part of an orbax/tensorstore error: the OS error when there is one."""
+  text = str(error)
+  os_error = re.search(r':\s*([^:\[\]]+?)\s*\[os_error_code', text)
+  if os_error:
+    return os_error.group(1)
+  first = text.strip().splitlines()[0] if text.strip() else type(error).__name__
+  return first[:300]
 
 
 def _to_json(config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -26,6 +47,7 @@ class Checkpointer:
     """`read_only` is for readers of a run that may still be training (sample, eval): they
     never create directories or clean up the trainer's in-progress saves."""
     self.directory = paths.workdir_path(workdir) / CHECKPOINT_DIR
+    self._pending: int | None = None  # the step of an async save not yet known to be complete
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep, save_interval_steps=every, enable_async_checkpointing=use_async,
         cleanup_tmp_directories=not read_only, create=not read_only, read_only=read_only)
@@ -50,7 +72,12 @@ class Checkpointer:
       # so one JSON position serves any number of processes; grain's own per-process
       # files would tie the checkpoint to the process count.
       items['data'] = ocp.args.JsonSave(data_iterator.get_state())
-    return self.manager.save(step, args=ocp.args.Composite(**items), force=force)
+    try:
+      saved = self.manager.save(step, args=ocp.args.Composite(**items), force=force)
+    except Exception as e:  # noqa: BLE001  (a failed async save surfaces at the next save)
+      self._failed(self._pending or step, e)
+    self._pending = step if saved else self._pending
+    return saved
 
   def restore(self, step: int, target: Any, data_iterator: grain.DatasetIterator | None = None
               ) -> Any:
@@ -63,12 +90,78 @@ class Checkpointer:
       data_iterator.set_state(restored['data'])
     return restored['state']
 
+  def restore_newest(self, target: Any, data_iterator: grain.DatasetIterator | None = None,
+                     check: Callable[[int], None] | None = None) -> tuple[int | None, Any]:
+    """(step, state) of the newest checkpoint that reads back, or (None, None) if none exist.
+
+    `check(step)` runs first and its errors (e.g. another model's checkpoint) propagate. A
+    checkpoint that fails to read (truncated, deleted files) is skipped with a warning; once a
+    readable older one is found the unreadable newer ones are moved to `unreadable_checkpoints/`
+    (kept, not deleted) so training can save those steps again. If none reads, nothing moves.
+    """
+    unreadable = []
+    for step in reversed(self.all_steps()):
+      try:
+        self.restore_config(step)
+        if check is not None:
+          check(step)
+        state = self.restore(step, target, data_iterator)
+      except Exception as e:  # noqa: BLE001  (tensorstore raises bare Exception)
+        if isinstance(e, validate.ConfigError):  # another model: refuse, not skip
+          raise
+        logging.warning('checkpoint %d in %s is unreadable: %s', step, self.directory, cause(e))
+        unreadable.append((step, cause(e)))
+        continue
+      if unreadable:
+        aside = self.directory.parent / UNREADABLE_DIR
+        if jax.process_index() == 0:
+          aside.mkdir(parents=True, exist_ok=True)
+          for bad, _ in unreadable:
+            (self.directory / str(bad)).rename(aside / f'{bad}.{time.strftime("%Y%m%d-%H%M%S")}')
+        multihost_utils.sync_global_devices('jaxgen_unreadable_checkpoints_moved')
+        self.manager.reload()
+        if jax.process_index() == 0:
+          metrics.print_line(
+            f'warning: checkpoint(s) {[b for b, _ in unreadable]} in {self.directory} are '
+            f'unreadable ({unreadable[0][1]}); moved to {aside}; resuming from step {step}')
+      return step, state
+    if unreadable:
+      raise CheckpointError(
+          f'no checkpoint in {self.directory} can be read (step {unreadable[0][0]}: '
+          f'{unreadable[0][1]}; {len(unreadable)} tried). Nothing was changed: restore the '
+          'directory from a backup, or move it away to start from scratch')
+    return None, None
+
   def restore_config(self, step: int) -> ml_collections.ConfigDict:
     restored = self.manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
     return ml_collections.ConfigDict(restored['config'])
 
   def wait(self) -> None:
-    self.manager.wait_until_finished()
+    try:
+      self.manager.wait_until_finished()
+    except Exception as e:  # noqa: BLE001
+      self._failed(self._pending, e)
+    self._pending = None
+
+  def _failed(self, step: int | None, error: BaseException) -> None:
+    """A save failed (full disk, lost bucket access): clean up and say what is intact."""
+    for tmp in self.directory.glob('*.orbax-checkpoint-tmp*'):  # our half-written save
+      if jax.process_index() == 0:
+        try:
+          tmp.rmtree()
+        except OSError:
+          pass
+    try:
+      self.manager.reload()
+      intact = self.manager.latest_step()
+      self.manager.close()
+    except Exception:  # noqa: BLE001  (the message below is what matters)
+      intact = 'unknown'
+    raise CheckpointError(
+        f'saving the checkpoint of step {step} in {self.directory} failed: {cause(error)}. '
+        f'The newest complete checkpoint is {"none" if intact is None else f"step {intact}"}'
+        ' (intact; the half-written one was removed). Free space or fix the storage, then rerun '
+        'the same command to resume') from error
 
   def close(self) -> None:
     self.manager.close()

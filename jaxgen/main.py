@@ -28,7 +28,7 @@ def main(argv: list[str]) -> None:
   if len(argv) > 1:
     runtime.fail(f'unexpected arguments {argv[1:]}; flags look like --config.x=y')
   runtime.configure_jax()
-  from jaxgen import nonfinite, train, validate  # after configure_jax
+  from jaxgen import checkpoint, nonfinite, train, validate, workdir_lock  # after configure_jax
   from jaxgen.data import pipeline
 
   try:
@@ -42,8 +42,13 @@ def main(argv: list[str]) -> None:
     if not FLAGS.workdir:
       runtime.fail('--workdir is required to train (only --compile_only runs without one)')
     train.run(FLAGS.config, FLAGS.workdir)
-  except (validate.ConfigError, pipeline.DataError, nonfinite.NonFiniteError) as e:
+  except (validate.ConfigError, pipeline.DataError, nonfinite.NonFiniteError,
+          workdir_lock.WorkdirLocked) as e:
     runtime.fail(str(e))
+  except checkpoint.CheckpointError as e:
+    # orbax's and TensorBoard's background writers may still hold the failed storage: exit
+    # without running their exit hooks (they would only add tracebacks after the message).
+    runtime.fail(str(e), hard=True)
 
 
 def run() -> None:

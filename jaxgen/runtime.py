@@ -52,7 +52,12 @@ def parse_flags(argv: list[str]) -> list[str]:
   return []
 
 
-def fail(message: str) -> None:
-  """Exit with one line naming the problem (no traceback: the message says the fix)."""
+def fail(message: str, hard: bool = False) -> None:
+  """Exit with one line naming the problem (no traceback: the message says the fix).
+  `hard` skips the exit hooks of libraries whose background writers failed."""
+  message = message.split('\n-----')[0]  # grain appends a note on its traceback filtering
   print(f'jaxgen: error: {message}', file=sys.stderr, flush=True)
+  if hard:
+    sys.stdout.flush()
+    os._exit(2)
   sys.exit(2)

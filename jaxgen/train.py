@@ -24,6 +24,7 @@ from jaxgen import (
   registry,
   sharding,
   validate,
+  workdir_lock,
 )
 from jaxgen import state as state_lib
 from jaxgen.data import pipeline
@@ -254,6 +255,13 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, stop_at_step: int | 
   changing the config, so the learning-rate schedule stays that of the full run.
   """
   s = setup(config)
+  with workdir_lock.WorkdirLock(workdir) as lock:  # before anything in the workdir is touched
+    return _train(s, workdir, stop_at_step, lock)
+
+
+def _train(s: Setup, workdir: str, stop_at_step: int | None, lock: workdir_lock.WorkdirLock
+           ) -> Any:
+  config = s.config
   is_chief = jax.process_index() == 0
   root_rng = jax.random.key(config.seed)
   init_rng, train_rng, sample_rng = jax.random.split(root_rng, 3)
@@ -263,16 +271,18 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, stop_at_step: int | 
   ckpt = checkpoint.Checkpointer(workdir, every=config.checkpoint_every,
                                  keep=config.keep_checkpoints,
                                  use_async=config.async_checkpointing)
-  latest = ckpt.latest_step()
   with jax.set_mesh(s.mesh):
+    latest, state = ckpt.restore_newest(s.restore_target, data_iter,
+                                        check=lambda step: check_same_state(s, ckpt, step))
     if latest is not None:
-      check_same_state(s, ckpt, latest)
-      state = ckpt.restore(latest, s.restore_target, data_iter)
       logging.info('Resumed from %s at step %d', ckpt.directory, latest)
       if is_chief:
         metrics.print_line(f'resumed from checkpoint at step {latest}')
     else:
       state = init_state(s, init_rng)
+    # Read the first batch before writing anything: bad data fails with the workdir untouched.
+    first_batch = next(data_iter)
+    lock.record_holder()
     start_step = int(jax.device_get(state['step']))
     writer = metrics.MetricWriter(workdir, enabled=is_chief, resume_step=latest)
     if is_chief:
@@ -288,10 +298,11 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, stop_at_step: int | 
     unchecked = []  # (step, metrics) on device since the last non-finite check
     progress = metrics.Progress(start_step, config.total_steps, config.global_batch_size)
     compile_start = time.perf_counter()
-    preempted, watcher = False, preemption.Watcher()
+    preempted, watcher, done = False, preemption.Watcher(), start_step
     try:
       for step in range(start_step, config.total_steps):
-        batch = pipeline.global_batch(next(data_iter), s.batch_sharding)
+        local, first_batch = first_batch or next(data_iter), None
+        batch = pipeline.global_batch(local, s.batch_sharding)
         state, step_metrics = train_step(state, batch, jax.random.fold_in(train_rng, step))
         accumulator.add(step_metrics)
         done = step + 1
@@ -321,6 +332,11 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, stop_at_step: int | 
         ckpt.save(done, state, data_iter, config, force=last)
         if last:
           break
+    except OSError as e:  # a full disk or lost storage while writing metrics or grids
+      ckpt.wait()  # a failed checkpoint save is usually the cause: it reports itself
+      raise checkpoint.CheckpointError(
+          f'step {done}: {e}. The newest complete checkpoint is step {ckpt.latest_step()} '
+          '(intact): fix the cause and rerun the same command to resume') from e
     finally:
       watcher.close()  # the default signal handlers again, also after an error
     ckpt.wait()

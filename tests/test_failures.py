@@ -1,6 +1,7 @@
 """Fault injection: what a run does when a step produces NaN/Inf."""
 
 import json
+import random
 import signal
 import subprocess
 import sys
@@ -137,3 +138,74 @@ def test_a_workdir_of_another_model_is_refused_and_left_untouched(tmp_path, data
                            r'model.ch=8 there, 16 here\)'):
     train.run(wider, str(workdir))
   assert snapshot() == before
+
+
+def _launch(cmd):
+  return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          cwd=REPO)
+
+
+def _complete_steps(ckpt_dir):
+  return sorted(int(p.name) for p in ckpt_dir.glob('*') if p.name.isdigit())
+
+
+def test_kill_9_mid_save_mid_sampling_and_at_random_then_the_end_equals_a_straight_run(
+    tmp_path, data_overrides):
+  """Each rerun resumes from the newest complete checkpoint; half-written saves are never
+  loaded and are cleaned up; the final parameters equal those of an uninterrupted run."""
+  seed = random.randrange(2**32)
+  rng = random.Random(seed)
+  workdir = tmp_path / 'run'
+  ckpt_dir = workdir / 'checkpoints'
+  overrides = {'total_steps': 12, 'checkpoint_every': 2, 'sample_every': 4, 'log_every': 1,
+               'num_sample_images': 8, **data_overrides}
+  cmd = [sys.executable, '-u', '-m', 'jaxgen.main',
+         f'--config={REPO}/configs/ddpm_fashion_mnist.py:tiny', f'--workdir={workdir}',
+         '--num_cpu_devices=8'] + [f'--config.{k}={v}' for k, v in overrides.items()]
+  log = []
+
+  def kill_when(proc, ready, what):
+    deadline = time.time() + 240
+    while not ready():
+      assert proc.poll() is None, f'(seed {seed}) the run ended before {what}: {log}'
+      assert time.time() < deadline, f'(seed {seed}) timed out waiting for {what}'
+      time.sleep(0.005)
+    proc.kill()
+    proc.wait(timeout=30)
+    log.append((what, _complete_steps(ckpt_dir),
+                sorted(p.name for p in ckpt_dir.glob('*tmp*'))))
+
+  def step_line(proc, predicate, newest):
+    for line in proc.stdout:  # blocks until the trainer prints a step
+      if line.startswith('resumed from'):
+        assert line.strip() == f'resumed from checkpoint at step {newest}', (seed, log)
+      if line.startswith('step ') and predicate(int(line.split()[1].split('/')[0])):
+        return
+    raise AssertionError(f'(seed {seed}) the run ended early: {log}')
+
+  for moment in ('mid-save', 'mid-sampling', 'at random'):
+    newest = (_complete_steps(ckpt_dir) or [None])[-1] if ckpt_dir.exists() else None
+    proc = _launch(cmd)
+    if moment == 'mid-save':  # an async save of step >= 4 is being written
+      kill_when(proc, lambda: any(int(p.name.split('.')[0]) >= 4
+                                  for p in ckpt_dir.glob('*.orbax-checkpoint-tmp*')), moment)
+    elif moment == 'mid-sampling':  # the sample grid follows the log line of step 8
+      step_line(proc, lambda step: step == 8, newest)
+      time.sleep(rng.uniform(0, 0.3))
+      kill_when(proc, lambda: True, moment)
+    else:
+      step_line(proc, lambda step: True, newest)
+      time.sleep(rng.uniform(0, 1.0))
+      kill_when(proc, lambda: True, moment)
+  newest = _complete_steps(ckpt_dir)[-1]
+  final = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO)
+  assert final.returncode == 0, final.stderr[-3000:]
+  assert f'resumed from checkpoint at step {newest}' in final.stdout, (seed, log)
+  assert not list(ckpt_dir.glob('*tmp*')), 'a half-written checkpoint was left behind'
+  straight = train.run(tiny_config_with(**overrides), str(tmp_path / 'straight'))
+  s = train.setup(tiny_config_with(**overrides))
+  ckpt = checkpoint.Checkpointer(str(workdir), read_only=True, use_async=False)
+  for a, b in zip(_leaves(straight), _leaves(ckpt.restore(12, s.restore_target))):
+    np.testing.assert_array_equal(a, b)
+  ckpt.close()
+  print(f'seed {seed}:', log)

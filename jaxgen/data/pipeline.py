@@ -49,13 +49,40 @@ def load_source(cfg: ml_collections.ConfigDict, split: str | None = None):
   return source
 
 
+def read_example(source, index: int, cfg: ml_collections.ConfigDict, split: str
+                 ) -> dict[str, np.ndarray]:
+  """Example `index` of `split`, decoded; a corrupt record is a DataError naming it."""
+  try:
+    return source[index]
+  except Exception as e:  # noqa: BLE001  (PIL, OpenCV, array_record and TFDS all differ)
+    where = f'{cfg.data_dir or "~/tensorflow_datasets"}/{cfg.name}'
+    raise DataError(f'{cfg.name} split {split!r}: example {index} cannot be read or decoded '
+                    f'({type(e).__name__}: {e}). The prepared dataset is corrupt or truncated: '
+                    f'delete {where} and prepare it again (`tfds build {cfg.name} '
+                    '--file_format=array_record`; Fashion-MNIST is rebuilt from its IDX files '
+                    'by itself)') from e
+
+
+def image_of(example: dict[str, np.ndarray], index: int, cfg: ml_collections.ConfigDict,
+             split: str) -> np.ndarray:
+  """The preprocessed image of example `index` of `split`; errors name the example."""
+  try:
+    return preprocess_image(example[cfg.image_key], cfg)
+  except DataError as e:
+    raise DataError(f'{cfg.name} split {split!r} example {index}: {e}') from e
+
+
+def read_image(source, index: int, cfg: ml_collections.ConfigDict, split: str) -> np.ndarray:
+  return image_of(read_example(source, index, cfg, split), index, cfg, split)
+
+
 def preprocess_image(image: np.ndarray, cfg: ml_collections.ConfigDict) -> np.ndarray:
   """uint8 [H, W, C] -> float32 [size, size, channels] in [-1, 1], padded or resized."""
   image = np.asarray(image)
   if image.ndim == 2:
     image = image[..., None]
   if image.ndim != 3 or image.shape[-1] != cfg.channels or image.dtype != np.uint8:
-    raise DataError(f'{cfg.name}: got an image of shape {image.shape} and dtype {image.dtype}; '
+    raise DataError(f'got an image of shape {image.shape} and dtype {image.dtype}; '
                     f'data.channels={cfg.channels} expects uint8 [H, W, {cfg.channels}]')
   size = cfg.image_size
   height, width = image.shape[:2]
@@ -73,7 +100,7 @@ def preprocess_image(image: np.ndarray, cfg: ml_collections.ConfigDict) -> np.nd
     out = np.pad(out, ((top, size - height - top), (left, size - width - left), (0, 0)),
                  constant_values=-1.0)
   if out.shape[:2] != (size, size):
-    raise DataError(f'{cfg.name}: images are {height}x{width} but data.image_size={size}; set '
+    raise DataError(f'images are {height}x{width} but data.image_size={size}; set '
                     'data.resize to "pad" or "resize"')
   return out
 
@@ -103,10 +130,10 @@ def make_dataset(cfg: ml_collections.ConfigDict, global_batch_size: int, seed: i
 
   def load(batch_number: int, global_indices: np.ndarray) -> dict[str, np.ndarray]:
     mine = [int(i) for i in global_indices[first_row:first_row + local_batch]]
-    examples = [source[i] for i in mine]
+    examples = [read_example(source, i, cfg, split or cfg.split) for i in mine]
     images = []
-    for row, example in enumerate(examples):
-      image = preprocess_image(example[cfg.image_key], cfg)
+    for row, (index, example) in enumerate(zip(mine, examples)):
+      image = image_of(example, index, cfg, split or cfg.split)
       # Flip decisions depend on the global position only, not on the process layout.
       flip_rng = np.random.default_rng([seed, batch_number, first_row + row])
       if cfg.random_flip and flip_rng.random() < 0.5:
@@ -125,7 +152,7 @@ def load_images(cfg: ml_collections.ConfigDict, split: str, count: int) -> np.nd
   source = load_source(cfg, split)
   if len(source) < count:
     raise DataError(f'{cfg.name} split {split!r} has {len(source)} examples; {count} are needed')
-  return np.stack([preprocess_image(source[i][cfg.image_key], cfg) for i in range(count)])
+  return np.stack([read_image(source, i, cfg, split) for i in range(count)])
 
 
 def make_iterator(ds: grain.MapDataset, num_threads: int) -> grain.DatasetIterator:

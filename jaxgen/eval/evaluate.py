@@ -126,7 +126,7 @@ def test_split_metrics(s, state, options: Options) -> dict[str, float]:
   key, start_time = jax.random.key(options.seed), time.perf_counter()
   for index, start in enumerate(range(0, count, batch_size)):
     rows = range(start, min(start + batch_size, count))
-    images = np.stack([pipeline.preprocess_image(source[i][cfg.image_key], cfg) for i in rows])
+    images = np.stack([pipeline.read_image(source, i, cfg, cfg.eval_split) for i in rows])
     padded = np.concatenate([images, np.repeat(images[-1:], batch_size - len(images), 0)])
     batch = {'image': jax.device_put(padded, s.batch_sharding)}
     values = fn(state, batch, jax.random.fold_in(key, index))
