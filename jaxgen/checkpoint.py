@@ -27,6 +27,8 @@ class CheckpointError(RuntimeError):
 
 def cause(error: BaseException) -> str:
   """The useful part of an orbax/tensorstore error: the OS error when there is one."""
+  if isinstance(error, OSError) and error.strerror:
+    return error.strerror
   text = str(error)
   os_error = re.search(r':\s*([^:\[\]]+?)\s*\[os_error_code', text)
   if os_error:

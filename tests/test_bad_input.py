@@ -2,10 +2,13 @@
 
 A tiny run trains to step 2; then each fault is tried against that workdir: a corrupt
 image record, an image of the wrong shape or channel count, an empty split, a data path
-that does not exist, a trainer already in the workdir, an unreadable newest checkpoint.
+that does not exist, a trainer already in the workdir, an unreadable newest checkpoint, and
+a disk that fills up while a checkpoint is saved.
 """
 
 import io
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -160,3 +163,53 @@ def test_an_unreadable_newest_checkpoint_falls_back_to_the_one_before(trained, t
   truncated = aside[0] / biggest.relative_to(workdir / 'checkpoints' / str(newest))
   assert truncated.stat().st_size == 100  # kept as it was, for a post-mortem
   assert _snapshot(workdir / 'checkpoints' / str(newest - 1)) == older
+
+
+def _mount_namespace() -> list[str]:
+  """`unshare` arguments for a private mount namespace (root, or an unprivileged user one)."""
+  command = ['unshare', '-m'] if os.geteuid() == 0 else ['unshare', '-Urm']
+  if not shutil.which('unshare') or subprocess.run(command + ['true']).returncode:
+    pytest.skip('needs a private mount namespace (unshare -m) to fill a small tmpfs')
+  return command
+
+
+def test_a_full_disk_keeps_the_previous_checkpoint_and_the_rerun_resumes(trained, tmp_path):
+  """The workdir on a 16 MiB tmpfs, filled but for 300 KiB: the save of step 3 fails."""
+  root, original, data = trained
+  out = tmp_path / 'out'
+  out.mkdir()
+  disk = tmp_path / 'disk'
+  disk.mkdir()
+  cmd = ' '.join([sys.executable, '-m', 'jaxgen.main',
+                  f'--config={REPO}/configs/ddpm_fashion_mnist.py:tiny',
+                  f'--workdir={disk}/run', '--num_cpu_devices=8',
+                  *[f'--config.{k}={v}' for k, v in {**data, 'log_every': 100}.items()]])
+  fill = ('import os; s = os.statvfs("DISK"); open("DISK/filler", "wb").write('
+          'bytes(s.f_bavail * s.f_frsize - 300 * 1024))').replace('DISK', str(disk))
+  script = f'''
+    set -u
+    mount -t tmpfs -o size=16M tmpfs {disk} || exit 99
+    cp -a {original} {disk}/run && cp -a {original} {out}/before
+    {sys.executable} -c '{fill}'
+    {cmd} > {out}/full.out 2> {out}/full.err; echo $? > {out}/full.rc
+    cp -a {disk}/run {out}/after_full
+    rm {disk}/filler
+    {cmd} > {out}/rerun.out 2>&1; echo $? > {out}/rerun.rc
+    cp -a {disk}/run {out}/final
+  '''
+  proc = subprocess.run(_mount_namespace() + ['bash', '-c', script], cwd=REPO, timeout=400,
+                        capture_output=True, text=True)
+  assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+  err = (out / 'full.err').read_text()
+  assert (out / 'full.rc').read_text().strip() == '2', err[-3000:]
+  last = err.strip().splitlines()[-1]
+  assert re.fullmatch(r'jaxgen: error: saving the checkpoint of step 3 in \S+ failed: No space '
+                      r'left on device. The newest complete checkpoint is step 2 \(intact; the '
+                      r'half-written one was removed\). Free space .+ to resume', last), last
+  checkpoints = out / 'after_full' / 'checkpoints'
+  assert sorted(p.name for p in checkpoints.iterdir()) == ['1', '2']  # nothing half-written
+  assert _snapshot(checkpoints) == _snapshot(out / 'before' / 'checkpoints')
+  rerun = (out / 'rerun.out').read_text()
+  assert (out / 'rerun.rc').read_text().strip() == '0', rerun[-3000:]
+  assert 'resumed from checkpoint at step 2' in rerun
+  assert sorted(int(p.name) for p in (out / 'final' / 'checkpoints').iterdir())[-1] == 4

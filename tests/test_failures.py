@@ -202,6 +202,9 @@ def test_kill_9_mid_save_mid_sampling_and_at_random_then_the_end_equals_a_straig
   assert final.returncode == 0, final.stderr[-3000:]
   assert f'resumed from checkpoint at step {newest}' in final.stdout, (seed, log)
   assert not list(ckpt_dir.glob('*tmp*')), 'a half-written checkpoint was left behind'
+  # metrics.jsonl has each step once, as an uninterrupted run would.
+  lines = (workdir / 'metrics.jsonl').read_text().splitlines()
+  assert [json.loads(line)['step'] for line in lines] == list(range(1, 13))
   straight = train.run(tiny_config_with(**overrides), str(tmp_path / 'straight'))
   s = train.setup(tiny_config_with(**overrides))
   ckpt = checkpoint.Checkpointer(str(workdir), read_only=True, use_async=False)

@@ -9,6 +9,7 @@ pickle-free reader in jaxgen/eval/weights.py.
 import importlib
 import os
 import pickle
+import struct
 import sys
 import types
 import zipfile
@@ -144,6 +145,32 @@ def test_a_pickle_that_would_run_code_is_refused_without_running(tmp_path):
   with pytest.raises(weights.WeightFileError, match='refusing to load posix.system'):
     weights.load_state_dict(path)
   assert not marker.exists()
+
+
+def _tensor_file(path, offset, size, stride):
+  """A zip .pth written opcode by opcode: {'w': a view (offset, size, stride) of 4 floats}."""
+  def integer(v):
+    return b'J' + struct.pack('<i', v)
+
+  def text(v):
+    return b'X' + struct.pack('<I', len(v)) + v.encode()
+  storage = (b'(' + text('storage') + b'ctorch\nFloatStorage\n' + text('0') + text('cpu') +
+             integer(4) + b'tQ')  # a persistent id: the tuple, then BINPERSID
+  args = (b'(' + storage + integer(offset) + b'(' + b''.join(map(integer, size)) + b't(' +
+          b''.join(map(integer, stride)) + b't\x89ccollections\nOrderedDict\n)Rt')
+  pkl = b'\x80\x02}' + text('w') + b'ctorch._utils\n_rebuild_tensor_v2\n' + args + b'Rs.'
+  with zipfile.ZipFile(path, 'w') as archive:
+    archive.writestr('t/data.pkl', pkl)
+    archive.writestr('t/data/0', np.arange(4, dtype=np.float32).tobytes())
+  return path
+
+
+def test_a_tensor_view_past_its_storage_is_refused(tmp_path):
+  ok = weights.load_state_dict(_tensor_file(tmp_path / 'ok.pth', 1, (2, 1), (2, 1)))
+  np.testing.assert_array_equal(ok['w'], [[1.0], [3.0]])
+  for offset, size, stride in ((0, (4,), (100000,)), (3, (2,), (1,)), (0, (2,), (-1,))):
+    with pytest.raises(weights.WeightFileError, match='a tensor .*(past its storage|stride)'):
+      weights.load_state_dict(_tensor_file(tmp_path / 'bad.pth', offset, size, stride))
 
 
 def test_missing_or_mismatched_parameters_are_named(peer):

@@ -4,6 +4,7 @@ Workers are subprocesses under hard timeouts: a JAX process whose peer never com
 aborts (uncatchable), so it must never run inside pytest itself.
 """
 
+import signal
 import socket
 import subprocess
 import sys
@@ -127,3 +128,36 @@ def test_a_peer_dying_mid_run_stops_the_other(tmp_path, fake_fmnist):
   assert procs[0].returncode != 0
   assert time.time() - killed_at < 90
   assert 'another task died' in out or 'stopped sending heartbeats' in out, out[-3000:]
+
+
+def test_sigterm_to_one_process_saves_one_agreed_step_on_both_and_both_exit_0(
+    tmp_path, fake_fmnist):
+  """A preemption notice reaching only process 1 (as on a pod slice where one host is
+  reclaimed): JAX's preemption sync point makes both processes save the same step."""
+  overrides = {**fake_fmnist, 'total_steps': 100_000, 'checkpoint_every': 100_000,
+               'log_every': 1}
+  workdir = tmp_path / 'run'
+  port = _free_port()
+  procs = [subprocess.Popen(_cmd(workdir, overrides, i, port, ('--distributed_timeout_s=30',)),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            cwd=REPO) for i in (0, 1)]
+  try:
+    lines, deadline = [], time.time() + 240
+    for line in procs[0].stdout:  # process 0 prints the progress lines
+      lines.append(line)
+      if line.startswith('step 3/') or time.time() > deadline:
+        break
+    procs[1].send_signal(signal.SIGTERM)
+    outputs = [proc.communicate(timeout=120)[0] for proc in procs]
+  finally:
+    for proc in procs:
+      proc.kill()
+  out = ''.join(lines) + outputs[0]
+  assert [proc.returncode for proc in procs] == [0, 0], out[-3000:] + outputs[1][-3000:]
+  saved = int(out.split('SIGTERM: stopped after step ')[1].split()[0])
+  ckpt = checkpoint.Checkpointer(str(workdir), read_only=True, use_async=False)
+  assert ckpt.all_steps() == [1, saved]  # orbax's first save, and the agreed step
+  ckpt.close()
+  config = tiny_config_with(**overrides)
+  straight = train.run(config, str(tmp_path / 'one'), stop_at_step=saved)
+  _assert_close(jax.device_get(straight['params']), _restore(workdir, config, saved)['params'])

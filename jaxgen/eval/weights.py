@@ -60,6 +60,14 @@ def _rebuild_tensor(storage, offset, size, stride, *unused):
   del unused  # requires_grad, backward hooks, metadata
   if isinstance(storage, _LazyStorage):
     return _LazyTensor(storage, (offset, size, stride))
+  # as_strided does no bounds checks: a tampered size, stride or offset would read memory
+  # outside the storage. Every element the view can reach must lie inside it.
+  if not (isinstance(offset, int) and len(size) == len(stride) and
+          all(isinstance(v, int) and v >= 0 for v in (offset, *size, *stride))):
+    raise WeightFileError(f'a tensor with offset {offset!r}, size {size!r}, stride {stride!r}')
+  if all(size) and offset + sum((n - 1) * s for n, s in zip(size, stride)) >= len(storage):
+    raise WeightFileError(f'a tensor (offset {offset}, size {tuple(size)}, stride '
+                          f'{tuple(stride)}) reaches past its storage of {len(storage)} elements')
   itemsize = storage.dtype.itemsize
   return np.lib.stride_tricks.as_strided(
       storage[offset:], shape=tuple(size), strides=tuple(s * itemsize for s in stride)).copy()
