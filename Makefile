@@ -59,7 +59,7 @@ test: $(STAMP)
 	scripts/get_fashion_mnist.sh --optional
 	$(BIN)/ruff check jaxgen tests configs benchmarks
 	$(BIN)/shellcheck launch/*.sh launch/slurm.sbatch scripts/*.sh .ci/run
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=12
 
 clean-demo:
 	rm -rf runs/demo runs/vae_demo runs/ae_demo

@@ -26,15 +26,25 @@ class CheckpointError(RuntimeError):
 
 
 def cause(error: BaseException) -> str:
-  """The useful part of an orbax/tensorstore error: the OS error when there is one."""
-  if isinstance(error, OSError) and error.strerror:
-    return error.strerror
-  text = str(error)
-  os_error = re.search(r':\s*([^:\[\]]+?)\s*\[os_error_code', text)
-  if os_error:
-    return os_error.group(1)
-  first = text.strip().splitlines()[0] if text.strip() else type(error).__name__
-  return first[:300]
+  """The useful part of an orbax/tensorstore error: the OS error, else the innermost status
+  (e.g. 'OUT_OF_RANGE: ... not valid for value of size 100'), else its first line."""
+  chain, seen = [], set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    chain.append(error)
+    error = error.__cause__ or error.__context__
+  for e in chain:
+    if isinstance(e, OSError) and e.strerror:
+      return e.strerror
+    os_error = re.search(r':\s*([^:\[\]]+?)\s*\[os_error_code', str(e))
+    if os_error:
+      return os_error.group(1)
+  for e in reversed(chain):
+    status = re.search(r'\b[A-Z_]{5,}: .*', str(e))
+    if status:
+      return status.group(0).splitlines()[0][:300]
+  text = str(chain[0]).split(' See full TensorStore details')[0].strip()
+  return (text.splitlines()[0] if text else type(chain[0]).__name__)[:300]
 
 
 def _to_json(config: ml_collections.ConfigDict) -> dict[str, Any]:

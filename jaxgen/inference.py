@@ -27,7 +27,10 @@ def restore_for_sampling(workdir: str, step: int | None = None):
     step = steps[-1] if step is None else step
     if step not in steps:
       raise FileNotFoundError(f'no checkpoint at step {step} in {directory}; it has {steps}')
-    config = ckpt.restore_config(step)
+    try:
+      config = ckpt.restore_config(step)
+    except Exception as e:  # noqa: BLE001  (orbax/tensorstore raise bare Exception)
+      raise _unreadable(directory, step, steps, e) from e
     config.mesh.data, config.mesh.fsdp = -1, 1
     config.global_batch_size = jax.device_count()
     try:
@@ -37,10 +40,20 @@ def restore_for_sampling(workdir: str, step: int | None = None):
       raise ValueError(f'the config saved with checkpoint {step} in {directory} has no field '
                        f'{field!r}: it was written by an older jaxgen; sample it with that '
                        'version or retrain') from e
-    state = ckpt.restore(step, s.restore_target)
+    try:
+      state = ckpt.restore(step, s.restore_target)
+    except Exception as e:  # noqa: BLE001
+      raise _unreadable(directory, step, steps, e) from e
   finally:
     ckpt.close()
   return s, state, step, config
+
+
+def _unreadable(directory, step: int, steps: list[int], error: Exception) -> ValueError:
+  others = [other for other in steps if other != step]
+  hint = f'pass --step with one of {others} to use another' if others else 'it is the only one'
+  return ValueError(f'checkpoint {step} in {directory} cannot be read '
+                    f'({checkpoint.cause(error)}); {hint}')
 
 
 def sample_from_workdir(workdir: str, *, step: int | None, num_images: int, seed: int,

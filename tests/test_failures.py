@@ -90,7 +90,8 @@ def test_guard_catches_non_finite_parameters_with_finite_metrics():
       'step 1: non-finite values in the updated parameters or optimizer state')
 
 
-def test_sigterm_saves_the_step_reached_exits_0_and_the_rerun_resumes(tmp_path, data_overrides):
+def test_sigterm_saves_the_step_reached_exits_0_and_the_rerun_resumes(tmp_path, data_overrides,
+                                                                     capsys):
   """A preemption notice: finish the step, save it, say so, exit 0; rerunning resumes."""
   workdir = tmp_path / 'run'
   overrides = {'total_steps': 100_000, 'checkpoint_every': 100_000, 'sample_every': 0,
@@ -116,11 +117,10 @@ def test_sigterm_saves_the_step_reached_exits_0_and_the_rerun_resumes(tmp_path, 
   assert ckpt.all_steps()[-1] == saved
   ckpt.close()
 
-  rerun = subprocess.run(cmd[:-len(overrides)] + [
-      f'--config.{k}={v}' for k, v in {**overrides, 'total_steps': saved + 1}.items()],
-      capture_output=True, text=True, timeout=240)
-  assert rerun.returncode == 0, rerun.stderr[-3000:]
-  assert f'resumed from checkpoint at step {saved}' in rerun.stdout
+  capsys.readouterr()
+  rerun = train.run(tiny_config_with(**{**overrides, 'total_steps': saved + 1}), str(workdir))
+  assert int(rerun['step']) == saved + 1
+  assert f'resumed from checkpoint at step {saved}' in capsys.readouterr().out
 
 
 def test_a_workdir_of_another_model_is_refused_and_left_untouched(tmp_path, data_overrides):

@@ -47,11 +47,15 @@ def _cmd(workdir, overrides, process_id=None, port=None, extra=()):
                 '--num_processes=2', f'--process_id={process_id}']
 
 
-def _run_two(workdir, overrides, timeout=300, only_first=False, extra=()):
+def _start_two(workdir, overrides, extra=(), only_first=False):
   port = _free_port()
-  procs = [subprocess.Popen(_cmd(workdir, overrides, i, port, extra), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, cwd=REPO)
-           for i in ((0,) if only_first else (0, 1))]
+  return [subprocess.Popen(_cmd(workdir, overrides, i, port, extra), stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True, cwd=REPO)
+          for i in ((0,) if only_first else (0, 1))]
+
+
+def _run_two(workdir, overrides, timeout=300, only_first=False, extra=()):
+  procs = _start_two(workdir, overrides, extra, only_first)
   deadline = time.time() + timeout
   outputs = []
   for proc in procs:
@@ -110,10 +114,7 @@ def test_a_missing_peer_fails_within_the_timeout(tmp_path, fake_fmnist):
 def test_a_peer_dying_mid_run_stops_the_other(tmp_path, fake_fmnist):
   overrides = {**fake_fmnist, 'total_steps': 500, 'checkpoint_every': 5}
   workdir = tmp_path / 'run'
-  port = _free_port()
-  procs = [subprocess.Popen(_cmd(workdir, overrides, i, port, ('--distributed_timeout_s=10',)),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            cwd=REPO) for i in (0, 1)]
+  procs = _start_two(workdir, overrides, ('--distributed_timeout_s=10',))
   try:
     deadline = time.time() + 240
     while not (workdir / 'checkpoints' / '10').exists():
@@ -137,10 +138,7 @@ def test_sigterm_to_one_process_saves_one_agreed_step_on_both_and_both_exit_0(
   overrides = {**fake_fmnist, 'total_steps': 100_000, 'checkpoint_every': 100_000,
                'log_every': 1}
   workdir = tmp_path / 'run'
-  port = _free_port()
-  procs = [subprocess.Popen(_cmd(workdir, overrides, i, port, ('--distributed_timeout_s=30',)),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            cwd=REPO) for i in (0, 1)]
+  procs = _start_two(workdir, overrides, ('--distributed_timeout_s=30',))
   try:
     lines, deadline = [], time.time() + 240
     for line in procs[0].stdout:  # process 0 prints the progress lines
