@@ -7,6 +7,7 @@ Cloud Storage on their own; all three are pointed at gcp-storage-emulator, in-pr
 import gc
 import json
 import socket
+import time
 
 import jax
 import numpy as np
@@ -15,7 +16,7 @@ import tensorflow_datasets as tfds
 from etils import epath
 
 from conftest import tiny_config_with
-from jaxgen import inference, train
+from jaxgen import inference, train, workdir_lock
 
 
 def _faithful_downloads(monkeypatch):
@@ -56,6 +57,7 @@ def bucket(monkeypatch):
   from gcp_storage_emulator.server import create_server
 
   _faithful_downloads(monkeypatch)
+  monkeypatch.setattr(workdir_lock, 'SETTLE_SECONDS', 0.1)  # the lease's write-read wait
 
   with socket.socket() as s:
     s.bind(('localhost', 0))
@@ -94,3 +96,24 @@ def test_gs_workdir_trains_resumes_and_logs(bucket, tmp_path):
 
   images, step, _ = inference.sample_from_workdir(workdir, step=None, num_images=4, seed=0)
   assert step == 6 and images.shape == (4, 28, 28, 1) and images.dtype == np.uint8
+
+
+def test_gs_workdir_lease_refuses_a_second_trainer_and_expires(bucket, monkeypatch):
+  monkeypatch.setattr(workdir_lock, 'HEARTBEAT_SECONDS', 0.2)
+  workdir = f'{bucket}/runs/leased'
+  lease = epath.Path(workdir) / workdir_lock.LEASE_FILE
+  with workdir_lock.WorkdirLock(workdir):
+    holder = json.loads(lease.read_text())
+    with pytest.raises(workdir_lock.WorkdirLocked,
+                       match=rf'{workdir} is in use by another jaxgen-train \(pid {holder["pid"]} '
+                             r'on .+, last heartbeat \d+ s ago\).*expires 120 s after'):
+      with workdir_lock.WorkdirLock(workdir):
+        pass
+    assert json.loads(lease.read_text())['token'] == holder['token']  # the refused one left it
+    time.sleep(1.0)
+    assert json.loads(lease.read_text())['heartbeat'] > holder['heartbeat']  # renewed
+  assert not lease.exists()  # released on exit
+  # A lease whose heartbeat stopped long ago (a killed trainer) is taken over.
+  lease.write_text(json.dumps({**holder, 'heartbeat': holder['heartbeat'] - 1000}))
+  with workdir_lock.WorkdirLock(workdir):
+    assert json.loads(lease.read_text())['token'] != holder['token']
