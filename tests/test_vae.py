@@ -2,6 +2,7 @@
 
 import json
 import math
+import socket
 import subprocess
 import sys
 
@@ -11,7 +12,8 @@ import numpy as np
 import pytest
 
 from conftest import load_config, write_fake_fashion_mnist
-from jaxgen import latents, train, validate
+from jaxgen import inference, latents, train, validate
+from jaxgen.eval import evaluate
 from jaxgen.objectives import likelihoods
 from jaxgen.objectives import vae as vae_lib
 
@@ -209,9 +211,29 @@ def test_vae_trains_resumes_evaluates_and_interpolates(tmp_path):
   for name in ('step_0000006.png', 'reconstructions_step_0000006.png'):
     assert (workdir / 'samples' / name).stat().st_size > 0
 
-  out = cli('jaxgen.eval.main', f'--workdir={workdir}', '--num_samples=16', '--batch_size=8',
-            '--classifier_dir=', '--test_images=20')
+  # jaxgen-eval as 2 processes x 4 devices (the multi-host path: sharded sampling and test
+  # batches, gathered to process 0) must give what one process x 8 devices gives.
+  with socket.socket() as free:
+    free.bind(('127.0.0.1', 0))
+    port = free.getsockname()[1]
+  args = [sys.executable, '-m', 'jaxgen.eval.main', f'--workdir={workdir}', '--num_samples=16',
+          '--batch_size=8', '--classifier_dir=', '--test_images=20', '--num_cpu_devices=4',
+          f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2']
+  procs = [subprocess.Popen(args + [f'--process_id={i}'], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True) for i in (0, 1)]
+  try:
+    outputs = [proc.communicate(timeout=300)[0] for proc in procs]
+  finally:
+    for proc in procs:
+      proc.kill()
+  assert [proc.returncode for proc in procs] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
+  out = outputs[0]
   result = json.loads((workdir / 'eval' / 'metrics.jsonl').read_text().splitlines()[-1])
+  s, state, _, _ = inference.restore_for_sampling(str(workdir))
+  one_process = evaluate.test_split_metrics(s, state, evaluate.Options(
+      batch_size=8, test_images=20, classifier_dir=''))
+  for name in ('test/nelbo_nats', 'test/iwae4_nats', 'test/nelbo_bits_per_dim'):
+    assert result[name] == pytest.approx(one_process[name], rel=1e-5), name
   assert result['test_images'] == 20
   assert result['test/iwae4_nats'] <= result['test/nelbo_nats'] + 1.0
   assert result['test/nelbo_bits_per_dim'] == pytest.approx(
