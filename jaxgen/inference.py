@@ -26,7 +26,7 @@ def restore_for_sampling(workdir: str, step: int | None = None):
       raise FileNotFoundError(f'no checkpoint in {directory}; train first with jaxgen-train')
     step = steps[-1] if step is None else step
     if step not in steps:
-      raise FileNotFoundError(f'no checkpoint at step {step} in {directory}; it has {steps}')
+      raise UnreadableCheckpoint(f'no checkpoint at step {step} in {directory}; it has {steps}')
     try:
       config = ckpt.restore_config(step)
     except Exception as e:  # noqa: BLE001  (orbax/tensorstore raise bare Exception)
@@ -49,10 +49,14 @@ def restore_for_sampling(workdir: str, step: int | None = None):
   return s, state, step, config
 
 
+class UnreadableCheckpoint(ValueError):
+  """A checkpoint listed as complete whose files cannot be read (truncated, deleted)."""
+
+
 def _unreadable(directory, step: int, steps: list[int], error: Exception) -> ValueError:
   others = [other for other in steps if other != step]
   hint = f'pass --step with one of {others} to use another' if others else 'it is the only one'
-  return ValueError(f'checkpoint {step} in {directory} cannot be read '
+  return UnreadableCheckpoint(f'checkpoint {step} in {directory} cannot be read '
                     f'({checkpoint.cause(error)}); {hint}')
 
 

@@ -4,6 +4,7 @@ Workers are subprocesses under hard timeouts: a JAX process whose peer never com
 aborts (uncatchable), so it must never run inside pytest itself.
 """
 
+import shutil
 import signal
 import socket
 import subprocess
@@ -93,8 +94,9 @@ def test_two_processes_train_like_one_and_checkpoints_cross_over(tmp_path, fake_
   _assert_close(jax.device_get(one['params']), two_state['params'])
   _assert_close(jax.device_get(one['opt_state']), two_state['opt_state'])
   # (b) written by 1 process (3 steps), resumed by 2 processes to step 6.
-  mixed = tmp_path / 'mixed'
-  train.run(config, str(mixed), stop_at_step=3)
+  mixed = tmp_path / 'mixed'  # the one-process run as it was at step 3
+  shutil.copytree(tmp_path / 'one', mixed)
+  shutil.rmtree(mixed / 'checkpoints' / '6')
   results = _run_two(mixed, fake_fmnist)
   for code, out in results:
     assert code == 0, out[-3000:]
@@ -117,7 +119,7 @@ def test_a_peer_dying_mid_run_stops_the_other(tmp_path, fake_fmnist):
   procs = _start_two(workdir, overrides, ('--distributed_timeout_s=10',))
   try:
     deadline = time.time() + 240
-    while not (workdir / 'checkpoints' / '10').exists():
+    while not (workdir / 'checkpoints' / '5').exists():
       assert time.time() < deadline and procs[0].poll() is None, 'training did not start'
       time.sleep(0.2)
     procs[1].kill()

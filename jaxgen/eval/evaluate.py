@@ -252,11 +252,23 @@ def evaluate_workdir(workdir: str, options: Options) -> dict[str, Any]:
       if options.step is not None:
         todo = [options.step]
       elif options.watch:
-        todo = [s for s in steps if s not in state['evaluated']]
+        todo = [s for s in steps if s not in state['evaluated'] + state.get('skipped', [])]
       else:
         todo = steps[-1:]
       for step in todo:
-        done = evaluate_step(workdir, step, options, writer)
+        try:
+          done = evaluate_step(workdir, step, options, writer)
+        except inference.UnreadableCheckpoint as e:
+          if not options.watch:
+            raise
+          # The trainer's max_to_keep may delete a step between listing and reading it, or a
+          # file may be damaged: a watcher notes it and goes on with the next one.
+          logging.warning('skipping step %d: %s', step, e)
+          state['skipped'] = sorted(set(state.get('skipped', [])) | {step})
+          if chief:
+            metrics.print_line(f'skipped step {step}: {e}')
+            _save_state(out_dir, state)
+          continue
         total_steps = done['total_steps']
         state['evaluated'] = sorted(set(state['evaluated']) | {step})
         _update_best(state, step, done['result'])
