@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
+import shutil
 import time
 from collections.abc import Callable
 from typing import Any
@@ -60,6 +62,7 @@ class Checkpointer:
     never create directories or clean up the trainer's in-progress saves."""
     self.directory = paths.workdir_path(workdir) / CHECKPOINT_DIR
     self._pending: int | None = None  # the step of an async save not yet known to be complete
+    self._size, self._sized = 0, None  # bytes of the newest checkpoint, and its step
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep, save_interval_steps=every, enable_async_checkpointing=use_async,
         cleanup_tmp_directories=not read_only, create=not read_only, read_only=read_only)
@@ -77,6 +80,7 @@ class Checkpointer:
            config: ml_collections.ConfigDict, *, force: bool = False) -> bool:
     if not force and not self.manager.should_save(step):
       return False
+    self._check_space(step)
     items = {'state': ocp.args.StandardSave(state),
              'config': ocp.args.JsonSave(_to_json(config))}
     if data_iterator is not None:
@@ -154,6 +158,28 @@ class Checkpointer:
     except Exception as e:  # noqa: BLE001
       self._failed(self._pending, e)
     self._pending = None
+
+  def _check_space(self, step: int) -> None:
+    """Refuse, before orbax writes a byte, a save that cannot fit: a new checkpoint needs about
+    the size of the newest one (old ones are deleted only after it completes). Local disks,
+    one process: elsewhere a failed save is reported by `_failed`."""
+    if paths.is_remote(self.directory) or jax.process_count() > 1:
+      return
+    self.wait()  # orbax waits for the previous save before a new one anyway
+    newest = self.manager.latest_step()
+    if newest is None:
+      return
+    if self._sized != newest:
+      self._size = sum(os.path.getsize(os.path.join(root, name)) for root, _, names in
+                       os.walk(os.fspath(self.directory / str(newest))) for name in names)
+      self._sized = newest
+    free = shutil.disk_usage(self.directory).free
+    if free < 1.1 * self._size:
+      raise CheckpointError(
+          f'no space to save the checkpoint of step {step} in {self.directory}: it needs about '
+          f'{self._size / 2**20:.1f} MiB (the size of checkpoint {newest}) and '
+          f'{free / 2**20:.1f} MiB are free. The newest complete checkpoint is step {newest} '
+          '(intact). Free space, then rerun the same command to resume')
 
   def _failed(self, step: int | None, error: BaseException) -> None:
     """A save failed (full disk, lost bucket access): clean up and say what is intact."""

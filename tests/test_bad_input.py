@@ -204,10 +204,13 @@ def test_a_full_disk_keeps_the_previous_checkpoint_and_the_rerun_resumes(trained
   assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
   err = (out / 'full.err').read_text()
   assert (out / 'full.rc').read_text().strip() == '2', err[-3000:]
+  # Caught before orbax writes a byte: one line, no library tracebacks.
+  assert 'Traceback' not in err, err[-3000:]
   last = err.strip().splitlines()[-1]
-  assert re.fullmatch(r'jaxgen: error: saving the checkpoint of step 3 in \S+ failed: No space '
-                      r'left on device. The newest complete checkpoint is step 2 \(intact; the '
-                      r'half-written one was removed\). Free space .+ to resume', last), last
+  assert re.fullmatch(r'jaxgen: error: no space to save the checkpoint of step 3 in \S+: it '
+                      r'needs about \d+\.\d MiB \(the size of checkpoint 2\) and 0\.\d MiB are '
+                      r'free. The newest complete checkpoint is step 2 \(intact\). Free space, '
+                      r'then rerun the same command to resume', last), last
   checkpoints = out / 'after_full' / 'checkpoints'
   assert sorted(p.name for p in checkpoints.iterdir()) == ['1', '2']  # nothing half-written
   assert _snapshot(checkpoints) == _snapshot(out / 'before' / 'checkpoints')
@@ -216,3 +219,28 @@ def test_a_full_disk_keeps_the_previous_checkpoint_and_the_rerun_resumes(trained
   state = train.run(tiny_config_with(**data), str(out / 'after_full'))
   assert int(state['step']) == 4
   assert 'resumed from checkpoint at step 2' in capsys.readouterr().out
+
+
+def test_a_save_that_fails_midway_is_removed_and_the_previous_one_named(tmp_path, monkeypatch):
+  """What orbax reports when a write fails after the space check (another writer filled the
+  disk, a quota, lost storage): the next save or wait raises it."""
+  ckpt = checkpoint.Checkpointer(str(tmp_path), use_async=False)
+  config = tiny_config_with()
+  ckpt.save(1, {'w': np.ones(3, np.float32)}, None, config)
+  half_written = ckpt.directory / '2.orbax-checkpoint-tmp'
+  (half_written / 'state').mkdir(parents=True)
+
+  def save(*args, **kwargs):
+    raise ValueError('RESOURCE_EXHAUSTED: Error writing "params.w/0" in OCDBT database at local '
+                     f'file "{half_written}/": Failed to write 30825 bytes to file 15: No space '
+                     "left on device [os_error_code='28']")
+  monkeypatch.setattr(ckpt.manager, 'save', save)
+  with pytest.raises(checkpoint.CheckpointError,
+                     match=r'saving the checkpoint of step 2 in \S+ failed: No space left on '
+                           r'device. The newest complete checkpoint is step 1 \(intact; the '
+                           r'half-written one was removed\)'):
+    ckpt.save(2, {'w': np.zeros(3, np.float32)}, None, config)
+  assert not half_written.exists()
+  reader = checkpoint.Checkpointer(str(tmp_path), read_only=True, use_async=False)
+  assert reader.all_steps() == [1]
+  reader.close()
