@@ -255,19 +255,20 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, stop_at_step: int | 
   changing the config, so the learning-rate schedule stays that of the full run.
   """
   s = setup(config)
+  # A missing or empty dataset fails here, before the workdir is even created.
+  dataset = pipeline.make_dataset(config.data, config.global_batch_size, config.seed)
+  data_iter = pipeline.make_iterator(dataset, config.data.num_threads)
   with workdir_lock.WorkdirLock(workdir) as lock:  # before anything in the workdir is touched
-    return _train(s, workdir, stop_at_step, lock)
+    return _train(s, workdir, stop_at_step, lock, data_iter)
 
 
-def _train(s: Setup, workdir: str, stop_at_step: int | None, lock: workdir_lock.WorkdirLock
-           ) -> Any:
+def _train(s: Setup, workdir: str, stop_at_step: int | None, lock: workdir_lock.WorkdirLock,
+           data_iter) -> Any:
   config = s.config
   is_chief = jax.process_index() == 0
   root_rng = jax.random.key(config.seed)
   init_rng, train_rng, sample_rng = jax.random.split(root_rng, 3)
 
-  dataset = pipeline.make_dataset(config.data, config.global_batch_size, config.seed)
-  data_iter = pipeline.make_iterator(dataset, config.data.num_threads)
   ckpt = checkpoint.Checkpointer(workdir, every=config.checkpoint_every,
                                  keep=config.keep_checkpoints,
                                  use_async=config.async_checkpointing)

@@ -95,7 +95,8 @@ def _bad_data(root, name):
     ('missing', r'Fashion-MNIST file train-images-idx3-ubyte\(.gz\) not found in '
                 r"'/nonexistent/idx'.*apt-get install dataset-fashion-mnist"),
 ])
-def test_bad_data_is_one_clear_error_and_the_workdir_is_untouched(trained, fault, message):
+def test_bad_data_is_one_clear_error_and_the_workdir_is_untouched(trained, fault, message,
+                                                                  tmp_path):
   root, workdir, data = trained
   if fault == 'missing':
     bad = {'data.data_dir': '/nonexistent/tfds', 'data.manual_dir': '/nonexistent/idx'}
@@ -108,6 +109,10 @@ def test_bad_data_is_one_clear_error_and_the_workdir_is_untouched(trained, fault
   with pytest.raises(pipeline.DataError, match=message):
     train.run(tiny_config_with(**{**data, **bad}), str(workdir))
   assert _snapshot(workdir) == before
+  if fault in ('missing', 'empty'):  # found before a new workdir is even created
+    with pytest.raises(pipeline.DataError, match=message):
+      train.run(tiny_config_with(**{**data, **bad}), str(tmp_path / 'new'))
+    assert not (tmp_path / 'new').exists()
 
 
 def test_a_second_trainer_is_refused_while_the_first_holds_the_workdir(trained, tmp_path):
