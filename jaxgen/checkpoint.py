@@ -14,6 +14,7 @@ from typing import Any
 import grain
 import jax
 import ml_collections
+import numpy as np
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
@@ -161,23 +162,30 @@ class Checkpointer:
 
   def _check_space(self, step: int) -> None:
     """Refuse, before orbax writes a byte, a save that cannot fit: a new checkpoint needs about
-    the size of the newest one (old ones are deleted only after it completes). Local disks,
-    one process: elsewhere a failed save is reported by `_failed`."""
-    if paths.is_remote(self.directory) or jax.process_count() > 1:
+    the size of the newest one (old ones are deleted only after it completes). Process 0
+    measures the (shared) directory and every process gets its answer, so all stop together.
+    Object stores have no free space to measure: a failed save there is reported by
+    `_failed`."""
+    if paths.is_remote(self.directory):
       return
     self.wait()  # orbax waits for the previous save before a new one anyway
     newest = self.manager.latest_step()
     if newest is None:
       return
-    if self._sized != newest:
-      self._size = sum(os.path.getsize(os.path.join(root, name)) for root, _, names in
-                       os.walk(os.fspath(self.directory / str(newest))) for name in names)
-      self._sized = newest
-    free = shutil.disk_usage(self.directory).free
-    if free < 1.1 * self._size:
+    need = free = 0.0
+    if jax.process_index() == 0:
+      if self._sized != newest:
+        self._size = sum(os.path.getsize(os.path.join(root, name)) for root, _, names in
+                         os.walk(os.fspath(self.directory / str(newest))) for name in names)
+        self._sized = newest
+      need, free = 1.1 * self._size, float(shutil.disk_usage(self.directory).free)
+    if jax.process_count() > 1:
+      need, free = (float(v) for v in multihost_utils.broadcast_one_to_all(
+          np.array([need, free], np.float32)))
+    if free < need:
       raise CheckpointError(
           f'no space to save the checkpoint of step {step} in {self.directory}: it needs about '
-          f'{self._size / 2**20:.1f} MiB (the size of checkpoint {newest}) and '
+          f'{need / 1.1 / 2**20:.1f} MiB (the size of checkpoint {newest}) and '
           f'{free / 2**20:.1f} MiB are free. The newest complete checkpoint is step {newest} '
           '(intact). Free space, then rerun the same command to resume')
 
