@@ -113,8 +113,10 @@ def test_a_missing_peer_fails_within_the_timeout(tmp_path, fake_fmnist):
   assert not (tmp_path / 'alone' / 'checkpoints').exists()
 
 
-def test_a_peer_dying_mid_run_stops_the_other(tmp_path, fake_fmnist):
-  overrides = {**fake_fmnist, 'total_steps': 500, 'checkpoint_every': 5}
+def test_a_peer_dying_mid_run_stops_the_other_and_a_rerun_resumes(tmp_path, fake_fmnist):
+  """kill -9 of one process of two: the other fails within the heartbeat timeout instead of
+  hanging, and rerunning both resumes from the newest complete checkpoint."""
+  overrides = {**fake_fmnist, 'total_steps': 40, 'checkpoint_every': 5}
   workdir = tmp_path / 'run'
   procs = _start_two(workdir, overrides, ('--distributed_timeout_s=10',))
   try:
@@ -131,6 +133,15 @@ def test_a_peer_dying_mid_run_stops_the_other(tmp_path, fake_fmnist):
   assert procs[0].returncode != 0
   assert time.time() - killed_at < 90
   assert 'another task died' in out or 'stopped sending heartbeats' in out, out[-3000:]
+  complete = sorted(int(p.name) for p in (workdir / 'checkpoints').iterdir() if p.name.isdigit())
+  assert complete[-1] < 40
+  end = complete[-1] + 1  # one more step is enough to show the resume
+  results = _run_two(workdir, {**overrides, 'total_steps': end})
+  for code, rerun in results:
+    assert code == 0, rerun[-3000:]
+  assert f'resumed from checkpoint at step {complete[-1]}' in results[0][1]
+  assert not list((workdir / 'checkpoints').glob('*tmp*'))
+  assert _restore(workdir, tiny_config_with(**overrides), end)['step'] == end
 
 
 def test_sigterm_to_one_process_saves_one_agreed_step_on_both_and_both_exit_0(
