@@ -333,6 +333,9 @@ def _train(s: Setup, workdir: str, stop_at_step: int | None, lock: workdir_lock.
         ckpt.save(done, state, data_iter, config, force=last)
         if last:
           break
+    except pipeline.DataError:
+      ckpt.wait()  # a bad record mid-run: let the save in flight (a good state) complete
+      raise
     except OSError as e:  # a full disk or lost storage while writing metrics or grids
       ckpt.wait()  # a failed checkpoint save is usually the cause: it reports itself
       raise checkpoint.CheckpointError(
