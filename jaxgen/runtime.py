@@ -17,6 +17,10 @@ flags.DEFINE_integer('process_id', None, 'This process\'s index (with --coordina
 flags.DEFINE_integer('distributed_timeout_s', 300,
                      'Seconds to wait for all processes to join, and for a silent peer before '
                      'the job fails (instead of hanging).')
+flags.DEFINE_string('compilation_cache_dir', '~/.cache/jaxgen/xla',
+                    'JAX persistent compilation cache (local or gs://): a restarted or resumed '
+                    'program loads its compiled steps instead of compiling them again. \'\' '
+                    'turns it off; the JAX_COMPILATION_CACHE_DIR environment variable wins.')
 FLAGS = flags.FLAGS
 
 
@@ -26,6 +30,10 @@ def configure_jax() -> None:
 
   if not FLAGS['verbosity'].present:  # orbax logs every save at INFO
     logging.set_verbosity(logging.WARNING)
+  if FLAGS.compilation_cache_dir and not os.environ.get('JAX_COMPILATION_CACHE_DIR'):
+    cache = FLAGS.compilation_cache_dir
+    jax.config.update('jax_compilation_cache_dir',
+                      cache if cache.startswith(('gs://', 's3://')) else os.path.expanduser(cache))
   # On CPU, XLA uses the cores better with the batch sharded one device per core.
   jax.config.update('jax_num_cpu_devices', FLAGS.num_cpu_devices or os.cpu_count() or 1)
   timeouts = {'initialization_timeout': FLAGS.distributed_timeout_s,

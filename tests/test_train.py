@@ -117,11 +117,17 @@ def test_sample_cli_writes_grid_and_npz(tmp_path):
   with tfds.testing.mock_data(num_examples=64):
     train.run(tiny_config_with(), workdir, stop_at_step=2)
   out = str(tmp_path / 'out' / 'grid')
+  # Without the suite's cache variable, the --compilation_cache_dir flag decides where the
+  # compiled sampler is kept for the next run.
+  env = {k: v for k, v in os.environ.items() if k != 'JAX_COMPILATION_CACHE_DIR'}
+  cache = tmp_path / 'xla_cache'
   proc = subprocess.run(
       [sys.executable, '-m', 'jaxgen.sample', f'--workdir={workdir}', '--num_images=6',
-       '--sampler=ddpm', '--steps=3', f'--output={out}', '--num_cpu_devices=2'],
-      capture_output=True, text=True, timeout=300, cwd=REPO)
+       '--sampler=ddpm', '--steps=3', f'--output={out}', '--num_cpu_devices=2',
+       f'--compilation_cache_dir={cache}'],
+      capture_output=True, text=True, timeout=300, cwd=REPO, env=env)
   assert proc.returncode == 0, proc.stderr[-2000:]
+  assert any(cache.iterdir())
   images = np.load(out + '.npz')['images']
   assert images.shape == (6, 28, 28, 1) and images.dtype == np.uint8
   assert np.asarray(Image.open(out + '.png')).shape == (2 * 30 + 2, 3 * 30 + 2)
