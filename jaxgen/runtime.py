@@ -34,6 +34,8 @@ def configure_jax() -> None:
     cache = FLAGS.compilation_cache_dir
     jax.config.update('jax_compilation_cache_dir',
                       cache if cache.startswith(('gs://', 's3://')) else os.path.expanduser(cache))
+    if jax.config.jax_compilation_cache_max_size < 0:  # unbounded by default: keep the newest
+      jax.config.update('jax_compilation_cache_max_size', 4 * 2**30)  # 4 GiB
   # On CPU, XLA uses the cores better with the batch sharded one device per core.
   jax.config.update('jax_num_cpu_devices', FLAGS.num_cpu_devices or os.cpu_count() or 1)
   timeouts = {'initialization_timeout': FLAGS.distributed_timeout_s,
