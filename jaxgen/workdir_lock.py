@@ -151,13 +151,16 @@ def _describe(content: bytes) -> str:
     return 'holder unknown'
 
 
-def _read_lease(path: epath.Path) -> dict | None:
-  try:
-    holder = json.loads(path.read_text())
-    float(holder['heartbeat']), str(holder['token']), _describe_holder(holder)
-    return holder
-  except FileNotFoundError:
-    return None
-  except (ValueError, KeyError, TypeError):
-    logging.warning('%s is not a jaxgen lease; ignoring it', path)
-    return None
+def _read_lease(path: epath.Path, attempts: int = 3) -> dict | None:
+  for attempt in range(attempts):
+    try:
+      holder = json.loads(path.read_text())
+      float(holder['heartbeat']), str(holder['token']), _describe_holder(holder)
+      return holder
+    except FileNotFoundError:
+      return None
+    except (ValueError, KeyError, TypeError):
+      if attempt + 1 < attempts:  # caught mid-rewrite by a store without atomic uploads
+        time.sleep(0.2)
+  logging.warning('%s is not a jaxgen lease; ignoring it', path)
+  return None

@@ -99,21 +99,21 @@ def test_gs_workdir_trains_resumes_and_logs(bucket, tmp_path):
 
 
 def test_gs_workdir_lease_refuses_a_second_trainer_and_expires(bucket, monkeypatch):
-  monkeypatch.setattr(workdir_lock, 'HEARTBEAT_SECONDS', 0.2)
+  monkeypatch.setattr(workdir_lock, 'HEARTBEAT_SECONDS', 0.5)
   workdir = f'{bucket}/runs/leased'
   lease = epath.Path(workdir) / workdir_lock.LEASE_FILE
   with workdir_lock.WorkdirLock(workdir):
-    holder = json.loads(lease.read_text())
+    holder = workdir_lock._read_lease(lease)
     with pytest.raises(workdir_lock.WorkdirLocked,
                        match=rf'{workdir} is in use by another jaxgen-train \(pid {holder["pid"]} '
                              r'on .+, last heartbeat \d+ s ago\).*expires 120 s after'):
       with workdir_lock.WorkdirLock(workdir):
         pass
-    assert json.loads(lease.read_text())['token'] == holder['token']  # the refused one left it
-    time.sleep(1.0)
-    assert json.loads(lease.read_text())['heartbeat'] > holder['heartbeat']  # renewed
+    assert workdir_lock._read_lease(lease)['token'] == holder['token']  # the refused one left it
+    time.sleep(1.2)
+    assert workdir_lock._read_lease(lease)['heartbeat'] > holder['heartbeat']  # renewed
   assert not lease.exists()  # released on exit
   # A lease whose heartbeat stopped long ago (a killed trainer) is taken over.
   lease.write_text(json.dumps({**holder, 'heartbeat': holder['heartbeat'] - 1000}))
   with workdir_lock.WorkdirLock(workdir):
-    assert json.loads(lease.read_text())['token'] != holder['token']
+    assert workdir_lock._read_lease(lease)['token'] != holder['token']
