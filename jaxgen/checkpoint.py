@@ -118,8 +118,7 @@ class Checkpointer:
     """
     unreadable = []
     for step in reversed(self.all_steps()):
-      try:
-        self.restore_config(step)
+      try:  # a config that cannot be read fails inside `check`, and counts as unreadable
         if check is not None:
           check(step)
         state = self.restore(step, target, data_iterator)
@@ -191,8 +190,8 @@ class Checkpointer:
 
   def _failed(self, step: int | None, error: BaseException) -> None:
     """A save failed (full disk, lost bucket access): clean up and say what is intact."""
-    for tmp in self.directory.glob('*.orbax-checkpoint-tmp*'):  # our half-written save
-      if jax.process_index() == 0:
+    if jax.process_index() == 0:
+      for tmp in self.directory.glob('*.orbax-checkpoint-tmp*'):  # our half-written save
         try:
           tmp.rmtree()
         except OSError:

@@ -53,11 +53,12 @@ class UnreadableCheckpoint(ValueError):
   """A checkpoint listed as complete whose files cannot be read (truncated, deleted)."""
 
 
-def _unreadable(directory, step: int, steps: list[int], error: Exception) -> ValueError:
+def _unreadable(directory, step: int, steps: list[int], error: Exception
+                ) -> UnreadableCheckpoint:
   others = [other for other in steps if other != step]
   hint = f'pass --step with one of {others} to use another' if others else 'it is the only one'
   return UnreadableCheckpoint(f'checkpoint {step} in {directory} cannot be read '
-                    f'({checkpoint.cause(error)}); {hint}')
+                              f'({checkpoint.cause(error)}); {hint}')
 
 
 def sample_from_workdir(workdir: str, *, step: int | None, num_images: int, seed: int,

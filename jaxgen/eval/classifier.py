@@ -68,7 +68,7 @@ def load_split(cfg: ml_collections.ConfigDict, split: str, limit: int | None = N
   """uint8 images [N, H, W, C] and int labels [N] of a TFDS split (all images one size)."""
   source = pipeline.load_source(cfg, split)
   n = len(source) if limit is None else min(limit, len(source))
-  examples = [source[i] for i in range(n)]
+  examples = [pipeline.read_example(source, i, cfg, split) for i in range(n)]
   images = [np.asarray(e[cfg.image_key]) for e in examples]
   images = np.stack([x[..., None] if x.ndim == 2 else x for x in images])
   labels = np.asarray([e.get(cfg.label_key, -1) for e in examples], np.int32)
