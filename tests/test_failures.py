@@ -1,4 +1,4 @@
-"""Fault injection: what a run does when a step produces NaN/Inf."""
+"""Fault injection: NaN/Inf steps, SIGTERM, and kill -9 mid-save, mid-sampling and at random."""
 
 import json
 import random
