@@ -4,17 +4,23 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo eval-demo vae-demo ae-demo test lint data clean-demo
+.PHONY: demo eval-demo vae-demo ae-demo test lint data clean-demo constraints
 
-$(STAMP): pyproject.toml
+# Installs the exact versions of constraints.txt (pyproject.toml has the ranges).
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[test]'
 	# The peer for the Inception parity test, in its own step: a CPU PyTorch, and
 	# torch-fidelity without its dependencies (its torchvision does not import beside it).
-	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -c constraints.txt torch==2.13.0
 	$(BIN)/pip install -q --no-deps torch-fidelity==0.4.0
 	touch $(STAMP)
+
+# Rewrites constraints.txt from the venv (after installing a new version there on purpose).
+constraints: $(STAMP)
+	{ sed -n '1,3p' constraints.txt; $(BIN)/pip freeze --exclude-editable | grep -v '^jaxgen'; } \
+	  > constraints.txt.new && mv constraints.txt.new constraints.txt
 
 data:
 	scripts/get_fashion_mnist.sh

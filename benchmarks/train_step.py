@@ -64,16 +64,16 @@ def main(argv):
   import jax
   import numpy as np
 
+  from jaxgen import build
   from jaxgen import state as state_lib
-  from jaxgen import train
   from jaxgen.data import pipeline
 
   config = FLAGS.config
   with config.unlocked():
     config.global_batch_size = FLAGS.batch_size
     config.mesh.data, config.mesh.fsdp = -1, 1
-  s = train.setup(config)
-  state = train.init_state(s, jax.random.key(0))
+  s = build.setup(config)
+  state = build.init_state(s, jax.random.key(0))
   size, channels = config.data.image_size, config.data.channels
   rng = np.random.default_rng(0)
   batch = pipeline.global_batch(
@@ -83,7 +83,7 @@ def main(argv):
   flops = step_flops(s, state, batch, key)
 
   start = time.perf_counter()
-  compiled = train.jit_train_step(s).lower(state, batch, key).compile()
+  compiled = build.jit_train_step(s).lower(state, batch, key).compile()
   compile_s = time.perf_counter() - start
   state, _ = compiled(state, batch, key)
   jax.block_until_ready(state)

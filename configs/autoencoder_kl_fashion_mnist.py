@@ -15,56 +15,19 @@ The objective has two networks (params/autoencoder, params/discriminator) and tw
 states (opt_state/autoencoder, opt_state/discriminator); the sharding rules see both.
 """
 
+import common
 import ml_collections
+import vae_fashion_mnist
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  variant = arg or 'default'
-  if variant not in ('default', 'demo', 'f8', 'tiny'):
-    raise ValueError(f'unknown variant {variant!r}; use demo, f8, tiny or nothing')
-  config = ml_collections.ConfigDict()
-  config.seed = 0
-  config.objective = 'autoencoder_kl'
-  config.total_steps = 50_000
-  config.global_batch_size = 64
-  config.grad_accum_steps = 1  # must stay 1: the discriminator step needs the whole batch
-  config.log_every = 100
-  config.sample_every = 5_000  # grids of reconstructions (an autoencoder has no samples)
-  config.num_sample_images = 64
-  config.checkpoint_every = 5_000
-  config.keep_checkpoints = 3
-  config.async_checkpointing = True
-  # A step with a NaN/Inf loss, gradient or parameter is never applied; 'stop' ends the run
-  # with an error naming it, 'skip' counts it (nonfinite_steps) and goes on.
-  config.nonfinite_policy = 'stop'
-
-  config.mesh = ml_collections.ConfigDict({'data': -1, 'fsdp': 1})
-  config.sharding = ml_collections.ConfigDict()
-  config.sharding.rules = (('.*', 'fsdp'),)
-  config.sharding.fsdp_min_size = 2**16
-
-  config.data = ml_collections.ConfigDict()
-  config.data.name = 'fashion_mnist'
-  config.data.split = 'train'
-  config.data.eval_split = 'test'
-  config.data.data_dir = ''
-  config.data.manual_dir = '/usr/share/datasets/fashion-mnist'
-  config.data.image_key = 'image'
-  config.data.label_key = 'label'
-  config.data.image_size = 28
-  config.data.channels = 1
-  config.data.resize = 'none'
-  config.data.random_flip = False
-  config.data.num_threads = 4
-
-  config.model = ml_collections.ConfigDict()
-  config.model.name = 'vae'
-  config.model.latent = 'spatial'
-  config.model.ch = 64
-  config.model.ch_mult = (1, 2, 2)  # downsampling factor 2**(len - 1) = 4
-  config.model.num_res_blocks = 2
-  config.model.latent_dim = 3  # latent channels
-  config.model.compute_dtype = 'float32'
+  variant = common.check_variant(arg, ('demo', 'f8', 'tiny'))
+  # grad_accum_steps must stay 1: the discriminator step needs the whole batch. The grids
+  # are of reconstructions (an autoencoder has no samples).
+  config = common.run('autoencoder_kl', total_steps=50_000, global_batch_size=64)
+  config.data = common.tfds_images()
+  # ch_mult (1, 2, 2): downsampling factor 2**(len - 1) = 4; 3 latent channels.
+  config.model = vae_fashion_mnist.encoder_decoder(latent='spatial', latent_dim=3)
 
   config.autoencoder = ml_collections.ConfigDict()
   config.autoencoder.reconstruction = 'l1'  # 'l1' | 'l2'
@@ -79,51 +42,27 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.discriminator.num_layers = 2  # stride-2 layers: 28x28 -> 5x5 patch logits
   config.discriminator.compute_dtype = 'float32'
 
-  config.optimizer = ml_collections.ConfigDict()
-  config.optimizer.learning_rate = 4.5e-4
-  config.optimizer.warmup_steps = 500
-  config.optimizer.decay = 'constant'
-  config.optimizer.end_lr_ratio = 1.0
-  config.optimizer.b1 = 0.5  # LDM's Adam betas for both networks
-  config.optimizer.b2 = 0.9
-  config.optimizer.eps = 1e-8
-  config.optimizer.weight_decay = 0.0
-  config.optimizer.grad_clip = 0.0
+  # LDM's Adam betas for both networks, a constant rate after the warm-up, no clipping.
+  config.optimizer = common.adamw(learning_rate=4.5e-4, warmup_steps=500, decay='constant',
+                                  end_lr_ratio=1.0, b1=0.5, b2=0.9, grad_clip=0.0)
   config.discriminator_optimizer = ml_collections.ConfigDict(config.optimizer.to_dict())
 
   if variant in ('demo', 'f8'):
-    config.total_steps = 3_000
-    config.log_every = 100
-    config.sample_every = 1_000
-    config.checkpoint_every = 500
+    config.update(dict(total_steps=3_000, sample_every=1_000, checkpoint_every=500))
     config.data.num_threads = 1
-    config.model.ch = 16
-    config.model.ch_mult = (1, 2, 2)
-    config.model.num_res_blocks = 1
+    config.model.update(dict(ch=16, num_res_blocks=1))
     config.autoencoder.disc_start = 1_500
     config.discriminator.ch = 16
     config.optimizer.warmup_steps = 100
     config.discriminator_optimizer.warmup_steps = 100
     if variant == 'f8':
-      config.data.image_size = 32
-      config.data.resize = 'pad'
-      config.model.ch_mult = (1, 2, 2, 4)
-      config.model.latent_dim = 4
+      config.data.update(dict(image_size=32, resize='pad'))
+      config.model.update(dict(ch_mult=(1, 2, 2, 4), latent_dim=4))
   elif variant == 'tiny':
-    config.total_steps = 6
-    config.global_batch_size = 16
-    config.log_every = 2
-    config.sample_every = 6
-    config.num_sample_images = 8
-    config.checkpoint_every = 3
-    config.data.num_threads = 1
-    config.model.ch = 8
-    config.model.ch_mult = (1, 2)
-    config.model.num_res_blocks = 1
+    common.tiny(config)
+    config.model.update(dict(ch=8, ch_mult=(1, 2), num_res_blocks=1))
     config.autoencoder.disc_start = 3
     config.discriminator.ch = 8
-    config.optimizer.warmup_steps = 2
-    config.discriminator_optimizer.warmup_steps = 2
 
   config.lock()
   return config

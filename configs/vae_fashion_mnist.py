@@ -14,56 +14,29 @@ Variants (after the colon):
 beta-VAE: --config.vae.beta=4. Binarised data: --config.vae.likelihood=bernoulli.
 """
 
+import common
 import ml_collections
 
 
+def encoder_decoder(**overrides) -> ml_collections.ConfigDict:
+  """The convolutional encoder/decoder pair of jaxgen/models/vae.py."""
+  model = ml_collections.ConfigDict()
+  model.name = 'vae'
+  model.ch = 64
+  model.ch_mult = (1, 2, 2)  # 28 -> 14 -> 7
+  model.num_res_blocks = 2
+  model.latent = 'dense'  # 'dense': a latent_dim vector; 'spatial': latent_dim channels
+  model.latent_dim = 32
+  model.compute_dtype = 'float32'
+  model.update(overrides)
+  return model
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  variant = arg or 'default'
-  if variant not in ('default', 'demo', 'tiny'):
-    raise ValueError(f'unknown variant {variant!r}; use demo, tiny or nothing')
-  config = ml_collections.ConfigDict()
-  config.seed = 0
-  config.objective = 'vae'
-  config.total_steps = 50_000
-  config.global_batch_size = 128
-  config.grad_accum_steps = 1
-  config.log_every = 100
-  config.sample_every = 5_000
-  config.num_sample_images = 64
-  config.checkpoint_every = 5_000
-  config.keep_checkpoints = 3
-  config.async_checkpointing = True
-  # A step with a NaN/Inf loss, gradient or parameter is never applied; 'stop' ends the run
-  # with an error naming it, 'skip' counts it (nonfinite_steps) and goes on.
-  config.nonfinite_policy = 'stop'
-
-  config.mesh = ml_collections.ConfigDict({'data': -1, 'fsdp': 1})
-  config.sharding = ml_collections.ConfigDict()
-  config.sharding.rules = (('.*', 'fsdp'),)
-  config.sharding.fsdp_min_size = 2**16
-
-  config.data = ml_collections.ConfigDict()
-  config.data.name = 'fashion_mnist'
-  config.data.split = 'train'
-  config.data.eval_split = 'test'  # reconstruction grids, jaxgen-eval bounds, interpolation
-  config.data.data_dir = ''
-  config.data.manual_dir = '/usr/share/datasets/fashion-mnist'
-  config.data.image_key = 'image'
-  config.data.label_key = 'label'
-  config.data.image_size = 28
-  config.data.channels = 1
-  config.data.resize = 'none'
-  config.data.random_flip = False
-  config.data.num_threads = 4
-
-  config.model = ml_collections.ConfigDict()
-  config.model.name = 'vae'
-  config.model.ch = 64
-  config.model.ch_mult = (1, 2, 2)  # 28 -> 14 -> 7, then a dense layer to the latent
-  config.model.num_res_blocks = 2
-  config.model.latent = 'dense'
-  config.model.latent_dim = 32
-  config.model.compute_dtype = 'float32'
+  variant = common.check_variant(arg, ('demo', 'tiny'))
+  config = common.run('vae', total_steps=50_000)
+  config.data = common.tfds_images()
+  config.model = encoder_decoder()
 
   config.vae = ml_collections.ConfigDict()
   config.vae.likelihood = 'logistic'  # 'logistic' (8-bit) | 'gaussian' | 'bernoulli'
@@ -72,43 +45,19 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.vae.kl_warmup_steps = 2_000  # beta rises linearly from 0 over these steps
   config.vae.iw_samples = 100  # k of the importance-weighted bound jaxgen-eval reports
 
-  config.optimizer = ml_collections.ConfigDict()
-  config.optimizer.learning_rate = 1e-3
-  config.optimizer.warmup_steps = 500
-  config.optimizer.decay = 'cosine'
-  config.optimizer.end_lr_ratio = 0.1
-  config.optimizer.b1 = 0.9
-  config.optimizer.b2 = 0.999
-  config.optimizer.eps = 1e-8
-  config.optimizer.weight_decay = 0.0
-  config.optimizer.grad_clip = 1.0
+  config.optimizer = common.adamw(learning_rate=1e-3, warmup_steps=500)
 
   if variant == 'demo':
-    config.total_steps = 2_400
-    config.log_every = 100
-    config.sample_every = 800
-    config.checkpoint_every = 400
+    config.update(dict(total_steps=2_400, sample_every=800, checkpoint_every=400))
     config.data.num_threads = 1
-    config.model.ch = 16
-    config.model.num_res_blocks = 1
-    config.model.latent_dim = 16
+    config.model.update(dict(ch=16, num_res_blocks=1, latent_dim=16))
     config.vae.kl_warmup_steps = 500
     config.optimizer.warmup_steps = 100
   elif variant == 'tiny':
-    config.total_steps = 6
-    config.global_batch_size = 16
-    config.log_every = 2
-    config.sample_every = 6
-    config.num_sample_images = 8
-    config.checkpoint_every = 3
-    config.data.num_threads = 1
-    config.model.ch = 8
-    config.model.ch_mult = (1, 2)
-    config.model.num_res_blocks = 1
-    config.model.latent_dim = 4
+    common.tiny(config)
+    config.model.update(dict(ch=8, ch_mult=(1, 2), num_res_blocks=1, latent_dim=4))
     config.vae.kl_warmup_steps = 4
     config.vae.iw_samples = 4
-    config.optimizer.warmup_steps = 2
 
   config.lock()
   return config

@@ -50,6 +50,11 @@ def cause(error: BaseException) -> str:
   return (text.splitlines()[0] if text else type(chain[0]).__name__)[:300]
 
 
+def _flat(tree: Any, separator: str = '/') -> dict[str, Any]:
+  return {jax.tree_util.keystr(path, simple=True, separator=separator): leaf
+          for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
 def _to_json(config: ml_collections.ConfigDict) -> dict[str, Any]:
   return json.loads(config.to_json())
 
@@ -147,6 +152,39 @@ class Checkpointer:
           f'{unreadable[0][1]}; {len(unreadable)} tried). Nothing was changed: restore the '
           'directory from a backup, or move it away to start from scratch')
     return None, None
+
+  def check_compatible(self, step: int, abstract_state: Any, config: ml_collections.ConfigDict,
+                       abstract_state_of: Callable[[ml_collections.ConfigDict], Any]) -> None:
+    """Refuse (ConfigError, before anything is touched) a checkpoint at `step` whose state
+    differs in any path, shape or dtype from `abstract_state`, the one `config` builds:
+    another model's. `abstract_state_of(saved_config)` builds the state of the saved one."""
+    saved_config = self.restore_config(step)
+    where = f'{self.directory} holds checkpoints (step {step})'
+    try:
+      saved = _flat(abstract_state_of(saved_config))
+    except (KeyError, ValueError, AttributeError) as e:  # a config from an older jaxgen
+      logging.warning('%s whose saved config cannot be rebuilt (%s); restoring by shape', where,
+                      e)
+      return
+    here = _flat(abstract_state)
+    layout = lambda leaves: {k: (v.shape, v.dtype) for k, v in leaves.items()}
+    if layout(saved) == layout(here):
+      return
+    first = next(k for k in sorted(saved.keys() | here.keys(),
+                                   key=lambda k: (not k.startswith('params'), k))
+                 if k not in saved or k not in here or saved[k].shape != here[k].shape or
+                 saved[k].dtype != here[k].dtype)
+
+    def describe(leaves):
+      return f'{leaves[first].shape} {leaves[first].dtype}' if first in leaves else 'absent'
+    old_fields, new_fields = (_flat(c.to_dict(), '.') for c in (saved_config, config))
+    changed = [f'{k}={old_fields.get(k)!r} there, {new_fields.get(k)!r} here'
+               for k in sorted(old_fields.keys() | new_fields.keys())
+               if old_fields.get(k) != new_fields.get(k)][:6]
+    raise validate.ConfigError(
+        f'{where} of a different model: {first} is {describe(saved)} there but '
+        f'{describe(here)} with this config (differing fields: {"; ".join(changed)}). Use a '
+        'new --workdir, or the config that wrote it; nothing in the workdir was changed')
 
   def restore_config(self, step: int) -> ml_collections.ConfigDict:
     restored = self.manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))

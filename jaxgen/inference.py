@@ -5,12 +5,16 @@ Readers open the checkpoints read-only: they may run beside a trainer that is st
 
 from __future__ import annotations
 
+import difflib
 import time
+from collections.abc import Mapping
+from typing import Any
 
 import jax
 import numpy as np
 
-from jaxgen import checkpoint, metrics, paths, train
+from jaxgen import build, checkpoint, metrics, paths, validate
+from jaxgen.objectives import Objective
 
 
 def restore_for_sampling(workdir: str, step: int | None = None):
@@ -31,15 +35,15 @@ def restore_for_sampling(workdir: str, step: int | None = None):
       config = ckpt.restore_config(step)
     except Exception as e:  # noqa: BLE001  (orbax/tensorstore raise bare Exception)
       raise _unreadable(directory, step, steps, e) from e
+    # Sampling uses whatever devices are here: the run's mesh, batch size and gradient
+    # accumulation concern its training only.
     config.mesh.data, config.mesh.fsdp = -1, 1
-    config.global_batch_size = jax.device_count()
     try:
-      s = train.setup(config)
-    except KeyError as e:
-      field = str(e.args[0]).strip('\'"')
-      raise ValueError(f'the config saved with checkpoint {step} in {directory} has no field '
-                       f'{field!r}: it was written by an older jaxgen; sample it with that '
-                       'version or retrain') from e
+      s = build.setup(config, training=False)
+    except (KeyError, AttributeError) as e:
+      raise ValueError(f'the config saved with checkpoint {step} in {directory} does not fit '
+                       f'this jaxgen ({validate.missing_field(e)}): an older jaxgen wrote it; '
+                       'sample it with that version or retrain') from e
     try:
       state = ckpt.restore(step, s.restore_target)
     except Exception as e:  # noqa: BLE001
@@ -61,24 +65,59 @@ def _unreadable(directory, step: int, steps: list[int], error: Exception
                               f'({checkpoint.cause(error)}); {hint}')
 
 
-def sample_from_workdir(workdir: str, *, step: int | None, num_images: int, seed: int,
-                        **sample_kwargs) -> tuple[np.ndarray, int, dict]:
-  """uint8 samples from the checkpoint at `step` (latest if None), its step, and the config."""
-  s, state, step, config = restore_for_sampling(workdir, step)
+def sample_options(objective: Objective, options: Mapping[str, Any] | None) -> dict[str, Any]:
+  """`options` ({name: value}, values maybe strings from `--sample.NAME=VALUE`) checked
+  against what the objective's `sample` declares it takes, and converted to those types."""
+  declared, out = objective.sample_options, {}
+  for name, value in (options or {}).items():
+    if name not in declared:
+      close = difflib.get_close_matches(name, list(declared), n=1)
+      hint = f' (did you mean sample.{close[0]}?)' if close else ''
+      known = ', '.join(sorted(declared)) or 'none'
+      raise ValueError(f'this model has no sample option {name!r}{hint}; its options are: '
+                       f'{known}')
+    kind = declared[name]
+    try:
+      if kind is bool and isinstance(value, str):
+        if value.lower() not in ('true', 'false', '1', '0'):
+          raise ValueError(value)
+        value = value.lower() in ('true', '1')
+      else:
+        value = kind(value)
+    except ValueError:
+      raise ValueError(f'sample option {name}={value!r} is not a valid {kind.__name__}'
+                       ) from None
+    out[name] = value
+  return out
+
+
+def check_generates(s: build.Setup) -> None:
   if s.objective.sample is None:
-    raise ValueError(f'objective {config.objective!r} does not generate images from noise; '
+    raise ValueError(f'objective {s.config.objective!r} does not generate images from noise; '
                      'use --interpolate for its latent walks, or jaxgen-eval for its metrics')
-  sample_kwargs = {k: v for k, v in sample_kwargs.items() if v is not None}
-  images = train.jit_sample(s, num_images, **sample_kwargs)(state, jax.random.key(seed))
+
+
+def sample_from_workdir(workdir: str, *, step: int | None = None, num_images: int = 64,
+                        seed: int = 0, batch_size: int = 500,
+                        options: Mapping[str, Any] | None = None
+                        ) -> tuple[np.ndarray, int, Any]:
+  """uint8 samples [num_images, H, W, C] from the checkpoint at `step` (latest if None), in
+  batches of `batch_size` over the devices; returns (images, step, config). `options` are
+  the family's sampling options, e.g. {'sampler': 'ddim', 'steps': 50}."""
+  s, state, step, config = restore_for_sampling(workdir, step)
+  check_generates(s)
+  images = generate(s, state, num_images, batch_size, seed,
+                    **sample_options(s.objective, options))
   return images, step, config
 
 
-def generate(s, state, num_samples: int, batch_size: int, seed: int, **sample_kwargs
-             ) -> np.ndarray:
-  """`num_samples` uint8 images, `batch_size` at a time over the mesh, with a progress line."""
+def generate(s: build.Setup, state, num_samples: int, batch_size: int, seed: int,
+             **options) -> np.ndarray:
+  """`num_samples` uint8 images, `batch_size` at a time over the mesh, with a progress line.
+  Batch i draws from `fold_in(key(seed), i)`."""
   batch_size = min(batch_size, num_samples)
   batch_size += (-batch_size) % jax.device_count()  # shard evenly over the devices
-  sample = train.jit_sample(s, batch_size, **sample_kwargs)
+  sample = build.jit_sample(s, batch_size, **options)
   key, chunks, done, start = jax.random.key(seed), [], 0, time.perf_counter()
   while done < num_samples:
     chunks.append(sample(state, jax.random.fold_in(key, len(chunks))))

@@ -43,7 +43,7 @@ def walks(starts: jax.Array, ends: jax.Array, num_steps: int, path: str) -> jax.
 def interpolate(s, state, images: np.ndarray, num_steps: int) -> dict[str, np.ndarray]:
   """Decoded walks between images[0::2] and images[1::2]: {path: uint8 [P, num_steps, ...]}.
 
-  `s` is a train.Setup whose objective has encode/decode; images are float [-1, 1].
+  `s` is a build.Setup whose objective has encode/decode; images are float [-1, 1].
   """
   objective = s.objective
   rep = sharding.replicated(s.mesh)

@@ -27,15 +27,18 @@ flags.mark_flag_as_required('config')
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     runtime.fail(f'unexpected arguments {argv[1:]}; flags look like --config.x=y')
+  if runtime.sample_options:
+    runtime.fail('--sample.NAME=VALUE options are for jaxgen-sample and jaxgen-eval')
   runtime.configure_jax()
-  from jaxgen import checkpoint, nonfinite, train, validate, workdir_lock  # after configure_jax
+  # After configure_jax: these import JAX programs.
+  from jaxgen import build, checkpoint, compile_report, nonfinite, train, validate, workdir_lock
   from jaxgen.data import pipeline
 
   try:
     if FLAGS.compile_only:
       memory = int(FLAGS.device_memory_gb * 2**30) if FLAGS.device_memory_gb else None
-      report = train.compile_report(train.setup(FLAGS.config), memory)
-      print(train.format_report(report), flush=True)
+      report = compile_report.compile_report(build.setup(FLAGS.config), memory)
+      print(compile_report.format_report(report), flush=True)
       if report.get('fits') is False:
         sys.exit(1)
       return

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import io
 import json
 import os
@@ -18,45 +17,69 @@ from etils import epath
 from PIL import Image
 
 from jaxgen import paths
+from jaxgen.objectives import Partial
 
 METRICS_FILE = 'metrics.jsonl'
 
 
-@functools.cache
-def collection_for(names: tuple[str, ...]) -> type[clu_metrics.Collection]:
-  """A clu Collection that averages each named scalar over the steps it sees."""
-  return clu_metrics.Collection.create(
-      **{name: clu_metrics.Average.from_output(name) for name in sorted(names)})
+def _averages(step_metrics: dict[str, Any]) -> dict[str, Any]:
+  """One step's metrics as clu Averages, each masked by its own validity: steps with a
+  non-finite value are left out of every average, a `Partial` metric also on the steps
+  that did not compute it."""
+  ok = step_metrics['nonfinite'] == 0 if 'nonfinite' in step_metrics else jnp.asarray(True)
+  out = {}
+  for name, value in step_metrics.items():
+    if name == 'nonfinite':
+      continue
+    mask = ok
+    if isinstance(value, Partial):
+      value, mask = value.value, jnp.logical_and(ok, value.present > 0)
+    out[name] = clu_metrics.Average.from_model_output(
+        jnp.reshape(value, (1,)).astype(jnp.float32), mask=jnp.reshape(mask, (1,)))
+  return {'averages': out,
+          'nonfinite': jnp.asarray(step_metrics.get('nonfinite', 0.0), jnp.float32)}
+
+
+@jax.jit
+def _first(step_metrics):
+  return _averages(step_metrics)
+
+
+@jax.jit
+def _merge(accumulated, step_metrics):
+  new = _averages(step_metrics)
+  return {'averages': {k: v.merge(new['averages'][k])
+                       for k, v in accumulated['averages'].items()},
+          'nonfinite': accumulated['nonfinite'] + new['nonfinite']}
 
 
 class Accumulator:
-  """Merges per-step metric dicts on device (no host sync) until `flush`.
+  """Averages per-step metric dicts on device (one dispatch per step, no host sync) until
+  `flush`.
 
   A step whose `nonfinite` metric is 1 (see jaxgen/nonfinite.py) is left out of the
-  averages and counted in `nonfinite_steps` instead.
+  averages and counted in `nonfinite_steps` instead. A metric given as
+  `objectives.Partial(value, present)` is averaged over the steps where it is present; if
+  it is present on none since the last flush, it is left out of the flushed record.
   """
 
   def __init__(self):
-    self._collection = None
-    self._nonfinite = None
+    self._state = None
+    self._counted_nonfinite = False
 
-  def add(self, step_metrics: dict[str, jax.Array]) -> None:
-    outputs = {k: jnp.reshape(v, (1,)) for k, v in step_metrics.items() if k != 'nonfinite'}
-    if 'nonfinite' in step_metrics:
-      flag = step_metrics['nonfinite']
-      outputs['mask'] = jnp.reshape(flag == 0, (1,))  # clu forwards it to every Average
-      self._nonfinite = flag if self._nonfinite is None else self._nonfinite + flag
-    cls = collection_for(tuple(sorted(k for k in outputs if k != 'mask')))
-    one = cls.single_from_model_output(**outputs)
-    self._collection = one if self._collection is None else self._collection.merge(one)
+  def add(self, step_metrics: dict[str, Any]) -> None:
+    self._counted_nonfinite |= 'nonfinite' in step_metrics
+    self._state = (_first(step_metrics) if self._state is None
+                   else _merge(self._state, step_metrics))
 
   def flush(self) -> dict[str, float]:
-    if self._collection is None:
+    if self._state is None:
       return {}
-    out = {k: float(v) for k, v in self._collection.compute().items()}
-    if self._nonfinite is not None:
-      out['nonfinite_steps'] = int(self._nonfinite)
-    self._collection, self._nonfinite = None, None
+    state = jax.device_get(self._state)
+    out = {k: float(v.total / v.count) for k, v in state['averages'].items() if v.count > 0}
+    if self._counted_nonfinite:
+      out['nonfinite_steps'] = int(state['nonfinite'])
+    self._state, self._counted_nonfinite = None, False
     return out
 
 
@@ -122,6 +145,12 @@ class MetricWriter:
 
   Only process 0 writes; other processes get a writer that does nothing. On object stores
   (gs://), which cannot append, the JSONL file is rewritten whole at each write.
+
+  `resume_step`: training resumes after this step; records of later steps (written by a
+  run that crashed after its last checkpoint) are dropped from the JSONL file and purged
+  from TensorBoard's view, so each step appears once. `resume_step=0` is a fresh start:
+  every earlier record (a run that crashed before its first checkpoint) goes. None (the
+  eval program) appends to what is there.
   """
 
   def __init__(self, workdir: str, *, enabled: bool = True, resume_step: int | None = None):
@@ -134,13 +163,14 @@ class MetricWriter:
     self._remote = paths.is_remote(directory)
     lines = self._read_lines()
     if resume_step is not None:
-      # Drop records a crashed run wrote after the checkpoint we resume from.
       kept = [line for line in lines if json.loads(line)['step'] <= resume_step]
       if len(kept) != len(lines):
         self._write_all(kept)
       lines = kept
     self._lines = lines
     self._tb_dir, self._tb_files, self._flushes = os.fspath(directory / 'tensorboard'), 0, 0
+    # TensorBoard hides events at steps >= purge_step that earlier files hold.
+    self._purge_step = None if resume_step is None else resume_step + 1
     self.tb = self._open_tb()
 
   def _open_tb(self):
@@ -150,7 +180,11 @@ class MetricWriter:
       for scheme in ('gs', 's3'):
         record_writer.register_writer_factory(scheme, _ObjectRecordFiles())
     self._tb_files += 1
-    return SummaryWriter(logdir=self._tb_dir, filename_suffix=f'.{self._tb_files}')
+    purge_step, self._purge_step = self._purge_step, None  # in the first new file only
+    # Event files are named by the second they were opened in: the nanosecond suffix keeps
+    # two writers of one second (a quick restart) apart and in order.
+    return SummaryWriter(logdir=self._tb_dir, purge_step=purge_step,
+                         filename_suffix=f'.{time.time_ns()}.{self._tb_files}')
 
   def _flush_tb(self) -> None:
     self.tb.flush()
@@ -206,9 +240,12 @@ def _duration(seconds: float) -> str:
 class Progress:
   """steps/s, images/s and ETA over the interval since the last report."""
 
-  def __init__(self, start_step: int, total_steps: int, global_batch_size: int):
+  def __init__(self, start_step: int, total_steps: int, global_batch_size: int,
+               shown: tuple[str, ...] = ('loss',)):
+    """`shown`: the metrics on the line, as the objective declares them."""
     self.total_steps = total_steps
     self.batch = global_batch_size
+    self.shown = shown
     self._step, self._time = start_step, time.perf_counter()
 
   def rates(self, step: int) -> dict[str, float]:
@@ -223,7 +260,7 @@ class Progress:
   def line(self, step: int, scalars: dict[str, float], rates: dict[str, float]) -> str:
     eta = (self.total_steps - step) / max(rates['steps_per_sec'], 1e-9)
     loss = ''.join(f' | {name.replace("_", " ")} {scalars[name]:.4f}'
-                   for name in ('loss', 'bits_per_dim', 'psnr') if name in scalars)
+                   for name in self.shown if name in scalars)
     return (f'step {step}/{self.total_steps}{loss} | {rates["steps_per_sec"]:.2f} steps/s | '
             f'{rates["images_per_sec"]:.0f} img/s | ETA {_duration(eta)}')
 

@@ -22,6 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxgen.objectives import Partial
+
 POLICIES = ('skip', 'stop')
 
 
@@ -36,12 +38,19 @@ def all_finite(tree: Any) -> jax.Array:
   return jnp.all(jnp.stack(checks)) if checks else jnp.asarray(True)
 
 
+def metrics_finite(metrics: dict[str, Any]) -> jax.Array:
+  """True when every metric is finite; a `Partial` one only counts where it is present."""
+  checks = [jnp.logical_or(v.present == 0, jnp.isfinite(v.value)) if isinstance(v, Partial)
+            else jnp.all(jnp.isfinite(v)) for v in metrics.values()]
+  return jnp.all(jnp.stack(checks)) if checks else jnp.asarray(True)
+
+
 def guard(train_step: Callable) -> Callable:
   """`train_step` that keeps the old state (all but 'step') when anything is non-finite."""
 
   def step(state, batch, rng):
     new_state, metrics = train_step(state, batch, rng)
-    ok = jnp.logical_and(all_finite(metrics), all_finite(new_state))
+    ok = jnp.logical_and(metrics_finite(metrics), all_finite(new_state))
     # lax.cond, not a jnp.where per leaf: XLA:CPU took ~20x longer to compile the latter.
     kept = jax.lax.cond(ok, lambda new, old: new, lambda new, old: old, new_state, state)
     kept['step'] = new_state['step']
@@ -54,7 +63,8 @@ def describe_first(records: list[tuple[int, dict[str, Any]]]) -> str | None:
   """For [(step, metrics)] (device values), the first bad step and what was not finite."""
   for step, metrics in jax.device_get(records):
     if metrics['nonfinite'] > 0:
-      bad = sorted(k for k, v in metrics.items() if k != 'nonfinite' and not np.isfinite(v))
+      bad = sorted(k for k, v in metrics.items() if k != 'nonfinite' and not (
+          np.isfinite(v.value) or not v.present if isinstance(v, Partial) else np.isfinite(v)))
       what = ', '.join(bad) if bad else 'values in the updated parameters or optimizer state'
       return f'step {step}: non-finite {what}'
   return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -25,14 +26,40 @@ def learning_rate_schedule(cfg: ml_collections.ConfigDict, total_steps: int) -> 
   raise ValueError(f'optimizer.decay: unknown schedule {cfg.decay!r}')
 
 
-def build_optimizer(cfg: ml_collections.ConfigDict, total_steps: int
-                    ) -> tuple[optax.GradientTransformation, optax.Schedule]:
-  """AdamW with global-norm gradient clipping (clip <= 0 disables it)."""
-  schedule = learning_rate_schedule(cfg, total_steps)
+@dataclasses.dataclass(frozen=True)
+class Optimizer:
+  """An optax transformation whose learning rate follows the train state's step.
+
+  optax's own schedules count the updates they have applied; a step the non-finite guard
+  skips is not applied, so that count falls behind `state['step']`, which drives every
+  other schedule (EMA and KL warm-up, a discriminator's start). Here the transformation
+  runs at learning rate 1 and `update` scales its output by `schedule(step)`: one counter,
+  `state['step']`, for everything. Adam's bias correction still counts applied updates,
+  which is what its moment estimates have seen.
+  """
+
+  tx: optax.GradientTransformation
+  schedule: optax.Schedule
+
+  def init(self, params: Any) -> Any:
+    return self.tx.init(params)
+
+  def update(self, grads: Any, opt_state: Any, params: Any, step: jax.Array
+             ) -> tuple[Any, Any, jax.Array]:
+    """(new params, new optimizer state, the learning rate used) for the update at `step`."""
+    updates, opt_state = self.tx.update(grads, opt_state, params)
+    learning_rate = jnp.asarray(self.schedule(step), jnp.float32)
+    updates = jax.tree_util.tree_map(lambda u: (learning_rate * u).astype(u.dtype), updates)
+    return optax.apply_updates(params, updates), opt_state, learning_rate
+
+
+def build_optimizer(cfg: ml_collections.ConfigDict, total_steps: int) -> Optimizer:
+  """AdamW with global-norm gradient clipping (clip <= 0 disables it), its learning rate
+  scheduled by the train state's step."""
   parts = [optax.clip_by_global_norm(cfg.grad_clip)] if cfg.grad_clip > 0 else []
-  parts.append(optax.adamw(schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps,
+  parts.append(optax.adamw(1.0, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps,
                            weight_decay=cfg.weight_decay))
-  return optax.chain(*parts), schedule
+  return Optimizer(optax.chain(*parts), learning_rate_schedule(cfg, total_steps))
 
 
 def _micro_batches(x: jax.Array, num_micro: int) -> jax.Array:

@@ -1,6 +1,8 @@
 """Explicit name -> factory tables: what a config's string fields may name.
 
-train.py looks objectives up here and never imports a model family itself.
+The trainer, sampler and eval program look families up here and never import one
+themselves. A family is a module with `make_objective(config) -> Objective` and
+`known_values(config) -> {field: allowed values}` for the config fields it reads.
 """
 
 from __future__ import annotations
@@ -9,32 +11,24 @@ import ml_collections
 
 from jaxgen import models, nonfinite
 from jaxgen.models.unet import REMAT_POLICIES
-from jaxgen.objectives import Objective, autoencoder, diffusion, likelihoods, vae
-from jaxgen.samplers import SAMPLERS
-from jaxgen.samplers.schedules import SCHEDULES
+from jaxgen.objectives import Objective, autoencoder, diffusion, vae
 
-OBJECTIVES = {'diffusion': diffusion.make_objective, 'vae': vae.make_objective,
-              'autoencoder_kl': autoencoder.make_objective}
+FAMILIES = {'diffusion': diffusion, 'vae': vae, 'autoencoder_kl': autoencoder}
 
 
-def known_values(config: ml_collections.ConfigDict) -> dict[str, tuple[str, ...]]:
-  """Allowed values of the config's named fields, for start-up validation."""
-  known = {'objective': tuple(OBJECTIVES), 'model.name': tuple(models.MODELS),
+def known_values(config: ml_collections.ConfigDict) -> dict[str, tuple]:
+  """Allowed values of the config's named fields, for start-up validation: the shared
+  ones, then those the config's family declares."""
+  known = {'objective': tuple(FAMILIES), 'model.name': tuple(models.MODELS),
            'model.compute_dtype': ('float32', 'bfloat16')}
   if 'nonfinite_policy' in config:  # absent from configs saved by older versions
     known['nonfinite_policy'] = nonfinite.POLICIES
-  if config.model.name == 'unet':
+  if 'remat' in config.model:
     known['model.remat'] = tuple(REMAT_POLICIES)
-  if config.objective == 'diffusion' and 'diffusion' in config:
-    known.update({'diffusion.sampler': tuple(SAMPLERS), 'diffusion.schedule': tuple(SCHEDULES),
-                  'diffusion.prediction': ('eps', 'v')})
-  if config.objective == 'vae' and 'vae' in config:
-    known.update({'vae.likelihood': likelihoods.LIKELIHOODS, 'model.latent': ('dense',)})
-  if config.objective == 'autoencoder_kl' and 'autoencoder' in config:
-    known.update({'autoencoder.reconstruction': ('l1', 'l2'), 'model.latent': ('spatial',),
-                  'discriminator.name': ('patchgan',)})
+  if config.objective in FAMILIES:
+    known.update(FAMILIES[config.objective].known_values(config))
   return known
 
 
 def build_objective(config: ml_collections.ConfigDict) -> Objective:
-  return OBJECTIVES[config.objective](config)
+  return FAMILIES[config.objective].make_objective(config)

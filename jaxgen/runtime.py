@@ -8,6 +8,8 @@ import sys
 
 from absl import flags, logging
 
+from jaxgen import config_files, validate
+
 flags.DEFINE_integer('num_cpu_devices', None,
                      'Simulated CPU devices (default: one per core). Ignored on TPU/GPU.')
 flags.DEFINE_string('coordinator_address', None,
@@ -25,40 +27,47 @@ FLAGS = flags.FLAGS
 
 
 def configure_jax() -> None:
-  """Set devices and join a multi-process job; must run before JAX picks a backend."""
-  import jax
+  """jax_setup.configure_jax with this program's flags; must run before JAX picks a backend."""
+  from jaxgen import jax_setup
 
   if not FLAGS['verbosity'].present:  # orbax logs every save at INFO
     logging.set_verbosity(logging.WARNING)
-  if FLAGS.compilation_cache_dir and not os.environ.get('JAX_COMPILATION_CACHE_DIR'):
-    cache = FLAGS.compilation_cache_dir
-    jax.config.update('jax_compilation_cache_dir',
-                      cache if cache.startswith(('gs://', 's3://')) else os.path.expanduser(cache))
-    if jax.config.jax_compilation_cache_max_size < 0:  # unbounded by default: keep the newest
-      jax.config.update('jax_compilation_cache_max_size', 4 * 2**30)  # 4 GiB
-  # On CPU, XLA uses the cores better with the batch sharded one device per core.
-  jax.config.update('jax_num_cpu_devices', FLAGS.num_cpu_devices or os.cpu_count() or 1)
-  timeouts = {'initialization_timeout': FLAGS.distributed_timeout_s,
-              'heartbeat_timeout_seconds': FLAGS.distributed_timeout_s}
-  if FLAGS.coordinator_address:
-    jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
-                               **timeouts)
-  elif (int(os.environ.get('SLURM_NTASKS', '1')) > 1 or
-        len(os.environ.get('TPU_WORKER_HOSTNAMES', '').split(',')) > 1):
-    jax.distributed.initialize(**timeouts)  # auto-detects SLURM / multi-host Cloud TPU
+  jax_setup.configure_jax(
+      num_cpu_devices=FLAGS.num_cpu_devices, compilation_cache_dir=FLAGS.compilation_cache_dir,
+      coordinator_address=FLAGS.coordinator_address, num_processes=FLAGS.num_processes,
+      process_id=FLAGS.process_id, distributed_timeout_s=FLAGS.distributed_timeout_s)
+
+
+SAMPLE_PREFIX = '--sample.'
+# `--sample.NAME=VALUE` flags of jaxgen-sample / jaxgen-eval, filled by `parse_flags`.
+sample_options: dict[str, str] = {}
 
 
 def parse_flags(argv: list[str]) -> list[str]:
-  """absl flag parsing that turns a bad `--config.x=y` into one line instead of a traceback."""
+  """absl flag parsing with one line instead of a traceback for a bad `--config.x=y`.
+
+  `--sample.NAME=VALUE` flags are taken out first into `sample_options`: which names exist
+  depends on the model in the checkpoint, so the program checks them once it is loaded.
+  """
+  rest = []
+  for previous, arg in zip(['', *argv], argv):
+    if arg.startswith('--config=') or previous == '--config':
+      config_files.allow_sibling_imports(arg.removeprefix('--config='))
+    if arg.startswith(SAMPLE_PREFIX):
+      name, sep, value = arg[len(SAMPLE_PREFIX):].partition('=')
+      if not sep or not name:
+        fail(f'{arg}: sample options look like --sample.NAME=VALUE')
+      sample_options[name] = value
+    else:
+      rest.append(arg)
   try:
-    return FLAGS(argv)
+    return FLAGS(rest)
   except flags.Error as e:
     fail(str(e))
   except (AttributeError, KeyError) as e:  # ml_collections: a field the config does not have
-    key = str(e).strip('"\'')
-    culprits = [a for a in argv[1:] if a.startswith('--config.') and key in a.split('=')[0]]
-    where = culprits[0] if culprits else key
-    fail(f'{where}: the config has no field {key!r}; check the spelling against the config file')
+    named = [a.split('=')[0].removeprefix('--config.') for a in rest
+             if a.startswith('--config.')]
+    fail(validate.missing_field(e, named))
   return []
 
 

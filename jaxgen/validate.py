@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import ml_collections
 
 from jaxgen import sharding
@@ -25,11 +27,13 @@ def _positive_int(config: ml_collections.ConfigDict, field: str) -> None:
 
 
 def validate(config: ml_collections.ConfigDict, num_devices: int, num_processes: int = 1,
-             known: dict[str, tuple[str, ...]] | None = None) -> None:
+             known: dict[str, tuple[str, ...]] | None = None, *, training: bool = True) -> None:
   """Raise ConfigError naming the first bad field.
 
   `known` maps a field to its allowed values (the registry passes the names of
-  objectives, models, samplers, schedules).
+  objectives, models, samplers, schedules, and what the config's family declares).
+  `training=False` (sampling and evaluating a trained run) skips the checks of training
+  batches: how they divide over devices, processes and micro-batches.
   """
   for field in ('total_steps', 'global_batch_size', 'log_every', 'checkpoint_every',
                 'keep_checkpoints', 'data.image_size', 'data.channels'):
@@ -51,7 +55,18 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, num_processes:
            f'config.mesh={dict(zip(sharding.MESH_AXES, shape))} needs '
            f'{shape[0] * shape[1]} devices but {num_devices} are available; set '
            '--config.mesh.data=-1 to use them all')
-  batch_parallel = shape[0] * shape[1]
+  for i, rule in enumerate(config.sharding.rules):
+    _require(len(rule) == 2 and isinstance(rule[0], str),
+             f'config.sharding.rules[{i}]={rule!r} must be a (regex, rule) pair')
+    _require(rule[1] in ('replicate', 'fsdp') or isinstance(rule[1], (tuple, list)),
+             f'config.sharding.rules[{i}]: rule {rule[1]!r} must be "replicate", "fsdp" or '
+             'a tuple of mesh axes')
+  if training:
+    _validate_batches(config, shape[0] * shape[1], num_processes)
+
+
+def _validate_batches(config: ml_collections.ConfigDict, batch_parallel: int,
+                      num_processes: int) -> None:
   _require(config.global_batch_size % batch_parallel == 0,
            f'config.global_batch_size={config.global_batch_size} is not divisible by the '
            f'{batch_parallel} devices the batch is split over (mesh data x fsdp)')
@@ -63,9 +78,27 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, num_processes:
   _require(config.global_batch_size % num_processes == 0,
            f'config.global_batch_size={config.global_batch_size} is not divisible by the '
            f'{num_processes} processes')
-  for i, rule in enumerate(config.sharding.rules):
-    _require(len(rule) == 2 and isinstance(rule[0], str),
-             f'config.sharding.rules[{i}]={rule!r} must be a (regex, rule) pair')
-    _require(rule[1] in ('replicate', 'fsdp') or isinstance(rule[1], (tuple, list)),
-             f'config.sharding.rules[{i}]: rule {rule[1]!r} must be "replicate", "fsdp" or '
-             'a tuple of mesh axes')
+
+
+def missing_field(error: BaseException, dotted_paths: list[str] = ()) -> str:
+  """'config has no field model.chh (did you mean model.ch?)' for ml_collections' KeyError
+  (or the AttributeError around it), whose text is "'chh'\nDid you mean "ch" ...?".
+  `dotted_paths` are the fields the user named (e.g. from --config.model.chh=3): the one
+  that holds the missing key gives it its full path."""
+  while isinstance(error, AttributeError) and error.args and isinstance(error.args[0],
+                                                                          BaseException):
+    error = error.args[0]
+  text = str(error.args[0]) if error.args else str(error)
+  key = text.splitlines()[0].strip().strip('\'"')
+  suggestion = re.search(r'Did you mean "([^"]+)"', text)
+  prefix = ''
+  for path in dotted_paths:
+    parts = path.split('.')
+    if key in parts:
+      prefix = '.'.join(parts[:parts.index(key)])
+      prefix += '.' if prefix else ''
+      break
+  message = f'config has no field {prefix}{key}'
+  if suggestion:
+    message += f' (did you mean {prefix}{suggestion.group(1)}?)'
+  return message

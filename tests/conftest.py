@@ -12,16 +12,20 @@ import jax  # noqa: E402
 
 jax.config.update('jax_num_cpu_devices', 8)
 
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def load_config(variant: str = 'tiny', name: str = 'ddpm_fashion_mnist'):
-  from ml_collections import config_flags
+def load_config(variant: str | None = 'tiny', name: str = 'ddpm_fashion_mnist'):
+  from jaxgen import config_files
 
-  return config_flags.config_flags._LoadConfigModule(
-      name, os.path.join(REPO, 'configs', f'{name}.py')).get_config(variant)
+  return config_files.load(os.path.join(REPO, 'configs', f'{name}.py'), variant)
 
 
 def tiny_config_with(config_name: str = 'ddpm_fashion_mnist', **overrides):
@@ -68,13 +72,60 @@ def tiny_config():
   return load_config('tiny')
 
 
+@pytest.fixture
+def fake_fmnist(tmp_path):
+  """Config overrides that train on small random Fashion-MNIST IDX files (64 train, 16 test
+  images), prepared as TFDS in this test's directory."""
+  data = write_fake_fashion_mnist(tmp_path / 'fmnist')
+  return {'data.manual_dir': str(data), 'data.data_dir': str(tmp_path / 'tfds')}
+
+
+def assert_trees_equal(a, b):
+  """Same structure and bit-identical leaves (device arrays are fetched first)."""
+  a, b = jax.device_get(a), jax.device_get(b)
+  assert jax.tree_util.tree_structure(a) == jax.tree_util.tree_structure(b)
+  for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+    np.testing.assert_array_equal(x, y)
+
+
+def assert_trees_close(a, b, rtol=2e-5, atol=1e-6):
+  a, b = jax.device_get(a), jax.device_get(b)
+  assert jax.tree_util.tree_structure(a) == jax.tree_util.tree_structure(b)
+  for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+    np.testing.assert_allclose(x, y, rtol=rtol, atol=atol)
+
+
+def free_port() -> int:
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+def run_cli(module: str, *args, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
+  """`python -m module args` from the repository root, output captured as text."""
+  return subprocess.run([sys.executable, '-m', module, *map(str, args)], capture_output=True,
+                        text=True, timeout=timeout, cwd=REPO, **kwargs)
+
+
 def pytest_configure(config):
-  # The suite compiles the same tiny programs many times (every run, resume, restore):
-  # a persistent cache shared by the session (and its subprocesses) turns repeats into loads.
+  import shutil
   import tempfile
 
+  # Everything the suite and its subprocesses put in the temp directory (TFDS leaves an empty
+  # `tmp*tfds` directory each time it builds the info of a dataset that is not prepared yet;
+  # the compilation cache below) goes under one directory, removed at the end of the run.
+  # xdist workers inherit TMPDIR from the controller, which alone removes it.
+  if 'JAXGEN_TEST_TMPDIR' not in os.environ:
+    os.environ['JAXGEN_TEST_TMPDIR'] = tempfile.mkdtemp(prefix='jaxgen-tests-')
+    os.environ['TMPDIR'] = os.environ['JAXGEN_TEST_TMPDIR']
+    if not hasattr(config, 'workerinput'):
+      config.add_cleanup(lambda: shutil.rmtree(os.environ['JAXGEN_TEST_TMPDIR'],
+                                               ignore_errors=True))
+  tempfile.tempdir = os.environ['TMPDIR']
+  # The suite compiles the same tiny programs many times (every run, resume, restore):
+  # a persistent cache shared by the session (and its subprocesses) turns repeats into loads.
   cache = os.environ.setdefault('JAX_COMPILATION_CACHE_DIR',
-                                tempfile.mkdtemp(prefix='jaxgen-test-xla-cache-'))
+                                os.path.join(os.environ['TMPDIR'], 'xla-cache'))
   # Subprocess workers (CLI, kill -9, multi-process tests) read the same settings from env.
   os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0'
   os.environ['JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES'] = '0'

@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import tiny_config_with, write_fake_fashion_mnist
-from jaxgen import train
+from conftest import assert_trees_equal, tiny_config_with, write_fake_fashion_mnist
+from jaxgen import build, train
 from jaxgen.objectives import autoencoder
 
 
@@ -26,7 +26,7 @@ def test_psnr_and_hinge_loss_closed_forms():
 
 def test_both_optimizer_states_are_sharded_like_their_networks():
   config = _config(**{'mesh.data': 1, 'mesh.fsdp': 8, 'sharding.fsdp_min_size': 256})
-  s = train.setup(config)
+  s = build.setup(config)
   flat_params = dict(jax.tree_util.tree_flatten_with_path(s.state_shardings['params'])[0])
   split = {}
   for network in ('autoencoder', 'discriminator'):
@@ -41,11 +41,11 @@ def test_both_optimizer_states_are_sharded_like_their_networks():
 
 def test_discriminator_is_frozen_before_its_start_step():
   config = _config(**{'autoencoder.disc_start': 2})
-  s = train.setup(config)
-  state = train.init_state(s, jax.random.key(0))
+  s = build.setup(config)
+  state = build.init_state(s, jax.random.key(0))
   x = np.random.default_rng(0).uniform(-1, 1, (16, 28, 28, 1)).astype(np.float32)
   batch = jax.device_put({'image': x, 'label': np.zeros(16, np.int32)}, s.batch_sharding)
-  step_fn = train.jit_train_step(s)
+  step_fn = build.jit_train_step(s)
 
   def host(tree):
     return jax.tree_util.tree_map(np.asarray, jax.device_get(tree))
@@ -67,8 +67,9 @@ def test_discriminator_is_frozen_before_its_start_step():
     assert same(before['opt_state']['discriminator'], after['opt_state']['discriminator'])
   # Meanwhile the autoencoder learns (its learning rate warms up from 0 at step 0).
   assert not same(history[1]['params']['autoencoder'], history[2]['params']['autoencoder'])
-  # Its optimizer counts only its own updates, so its warm-up starts at disc_start: the
-  # first active update has learning rate 0 and changes the moments, the second the weights.
+  # Its learning-rate schedule runs from disc_start (the step counter, offset), so its
+  # warm-up starts then: the first active update has learning rate 0 and changes the
+  # moments, the second the weights.
   disc = [(h['params']['discriminator'], h['opt_state']['discriminator']) for h in history]
   assert not same(disc[2][1], disc[3][1]) and not same(disc[3][0], disc[4][0])
 
@@ -80,12 +81,12 @@ def test_autoencoder_trains_resumes_exactly_and_reports_psnr(tmp_path):
   train.run(config, str(tmp_path / 'a'), stop_at_step=3)
   resumed = train.run(config, str(tmp_path / 'a'))
   straight = train.run(config, str(tmp_path / 'b'))
-  for a, b in zip(jax.tree_util.tree_leaves(jax.device_get(resumed)),
-                  jax.tree_util.tree_leaves(jax.device_get(straight))):
-    np.testing.assert_array_equal(a, b)
+  assert_trees_equal(resumed, straight)
   lines = [json.loads(line) for line in (tmp_path / 'a' / 'metrics.jsonl').read_text().splitlines()]
   # disc_start=3: off for steps 1-2; the line at 4 covers step 4 alone (resumed at 3).
   assert [line['disc_active'] for line in lines] == [0.0, 1.0, 1.0]
+  # The discriminator's metrics average over the steps it trains: none before step 3.
+  assert 'd_loss' not in lines[0] and all(np.isfinite(line['d_loss']) for line in lines[1:])
   assert all(line['psnr'] > 0 for line in lines)
   assert (tmp_path / 'a' / 'samples' / 'reconstructions_step_0000006.png').exists()
   assert not (tmp_path / 'a' / 'samples' / 'step_0000006.png').exists()  # no samples: an AE

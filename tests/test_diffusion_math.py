@@ -102,3 +102,29 @@ def test_ema_closed_form():
   # decays (with warm-up): 1/10, 2/11, 3/12 -> 1 - prod(decay)
   np.testing.assert_allclose(ema['w'], 1 - (0.1 * 2 / 11 * 3 / 12), rtol=1e-6)
   assert float(ema_decay_at(jnp.array(10_000), 0.9, True)) == pytest.approx(0.9)
+
+
+def test_every_random_stream_of_the_diffusion_loss_is_its_own():
+  """Dropout must not reuse a key that draws an example's timestep, noise or label drop
+  (fold_in(key, 1) is split(key, n)[1] under partitionable threefry: the noise key)."""
+  from jaxgen.objectives import diffusion
+
+  seen = {}
+
+  def apply_fn(params, x_t, t, labels, dropout_rng):
+    seen['dropout'] = dropout_rng
+    return x_t
+
+  example_keys = jax.random.split(jax.random.key(0), 4)
+  batch = {'image': jnp.zeros((4, 2, 2, 1)), 'label': jnp.zeros(4, jnp.int32)}
+  diffusion.diffusion_loss(apply_fn, None, batch, example_keys,
+                           schedule=sch.linear_schedule(10, 1e-4, 0.02), prediction='eps',
+                           num_classes=10, label_dropout=0.1)
+  data = lambda key: tuple(np.asarray(jax.random.key_data(key)).ravel())
+  # The example keys, and the first three splits / folds of each (what the three per-example
+  # draws take, however they derive them).
+  used = {data(k) for k in example_keys}
+  for key in example_keys:
+    used |= {data(k) for k in jax.random.split(key, 3)}
+    used |= {data(jax.random.fold_in(key, i)) for i in range(3)}
+  assert data(seen['dropout']) not in used

@@ -11,15 +11,9 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import REPO, tiny_config_with, write_fake_fashion_mnist
-from jaxgen import checkpoint, nonfinite, train, validate
+from conftest import REPO, tiny_config_with
+from jaxgen import build, checkpoint, nonfinite, train, validate
 from jaxgen.data import pipeline
-
-
-@pytest.fixture
-def data_overrides(tmp_path):
-  data = write_fake_fashion_mnist(tmp_path / 'fmnist')
-  return {'data.manual_dir': str(data), 'data.data_dir': str(tmp_path / 'tfds')}
 
 
 def _nan_batch_at(monkeypatch, call: int) -> None:
@@ -40,8 +34,8 @@ def _leaves(state):
 
 
 def test_skip_policy_leaves_the_state_of_a_nan_step_unchanged_and_goes_on(
-    tmp_path, monkeypatch, data_overrides):
-  config = tiny_config_with(**data_overrides, nonfinite_policy='skip', log_every=1)
+    tmp_path, monkeypatch, fake_fmnist):
+  config = tiny_config_with(**fake_fmnist, nonfinite_policy='skip', log_every=1)
   before = train.run(config, str(tmp_path / 'clean'), stop_at_step=2)
 
   _nan_batch_at(monkeypatch, 3)
@@ -60,8 +54,8 @@ def test_skip_policy_leaves_the_state_of_a_nan_step_unchanged_and_goes_on(
 
 
 def test_stop_policy_names_the_step_and_saves_nothing_after_it(
-    tmp_path, monkeypatch, data_overrides):
-  config = tiny_config_with(**data_overrides, nonfinite_policy='stop')  # checkpoint_every=3
+    tmp_path, monkeypatch, fake_fmnist):
+  config = tiny_config_with(**fake_fmnist, nonfinite_policy='stop')  # checkpoint_every=3
   _nan_batch_at(monkeypatch, 3)
   workdir = str(tmp_path / 'run')
   with pytest.raises(nonfinite.NonFiniteError,
@@ -70,7 +64,7 @@ def test_stop_policy_names_the_step_and_saves_nothing_after_it(
   ckpt = checkpoint.Checkpointer(workdir, read_only=True, use_async=False)
   steps = ckpt.all_steps()
   assert steps and max(steps) < 3
-  s = train.setup(config)
+  s = build.setup(config)
   state = ckpt.restore(max(steps), s.restore_target)
   ckpt.close()
   assert all(np.all(np.isfinite(x)) for x in _leaves(state))
@@ -90,12 +84,12 @@ def test_guard_catches_non_finite_parameters_with_finite_metrics():
       'step 1: non-finite values in the updated parameters or optimizer state')
 
 
-def test_sigterm_saves_the_step_reached_exits_0_and_the_rerun_resumes(tmp_path, data_overrides,
+def test_sigterm_saves_the_step_reached_exits_0_and_the_rerun_resumes(tmp_path, fake_fmnist,
                                                                      capsys):
   """A preemption notice: finish the step, save it, say so, exit 0; rerunning resumes."""
   workdir = tmp_path / 'run'
   overrides = {'total_steps': 100_000, 'checkpoint_every': 100_000, 'sample_every': 0,
-               'log_every': 1, **data_overrides}
+               'log_every': 1, **fake_fmnist}
   cmd = [sys.executable, '-u', '-m', 'jaxgen.main',
          f'--config={REPO}/configs/ddpm_fashion_mnist.py:tiny', f'--workdir={workdir}',
          '--num_cpu_devices=8'] + [f'--config.{k}={v}' for k, v in overrides.items()]
@@ -123,15 +117,15 @@ def test_sigterm_saves_the_step_reached_exits_0_and_the_rerun_resumes(tmp_path, 
   assert f'resumed from checkpoint at step {saved}' in capsys.readouterr().out
 
 
-def test_a_workdir_of_another_model_is_refused_and_left_untouched(tmp_path, data_overrides):
+def test_a_workdir_of_another_model_is_refused_and_left_untouched(tmp_path, fake_fmnist):
   workdir = tmp_path / 'run'
-  train.run(tiny_config_with(**data_overrides), str(workdir), stop_at_step=3)
+  train.run(tiny_config_with(**fake_fmnist), str(workdir), stop_at_step=3)
 
   def snapshot():
     return {str(p.relative_to(workdir)): (p.stat().st_size, p.stat().st_mtime_ns)
             for p in workdir.rglob('*') if p.is_file()}
   before = snapshot()
-  wider = tiny_config_with(**data_overrides, **{'model.ch': 16})
+  wider = tiny_config_with(**fake_fmnist, **{'model.ch': 16})
   with pytest.raises(validate.ConfigError,
                      match=r'holds checkpoints \(step 3\) of a different model: params/\S+ is '
                            r'\(\d+,.*there but .* with this config \(differing fields: '
@@ -150,7 +144,7 @@ def _complete_steps(ckpt_dir):
 
 
 def test_kill_9_mid_save_mid_sampling_and_at_random_then_the_end_equals_a_straight_run(
-    tmp_path, data_overrides, capsys):
+    tmp_path, fake_fmnist, capsys):
   """Each rerun resumes from the newest complete checkpoint; half-written saves are never
   loaded and are cleaned up; the final parameters equal those of an uninterrupted run."""
   seed = random.randrange(2**32)
@@ -158,7 +152,7 @@ def test_kill_9_mid_save_mid_sampling_and_at_random_then_the_end_equals_a_straig
   workdir = tmp_path / 'run'
   ckpt_dir = workdir / 'checkpoints'
   overrides = {'total_steps': 12, 'checkpoint_every': 2, 'sample_every': 4, 'log_every': 1,
-               'num_sample_images': 8, **data_overrides}
+               'num_sample_images': 8, **fake_fmnist}
   cmd = [sys.executable, '-u', '-m', 'jaxgen.main',
          f'--config={REPO}/configs/ddpm_fashion_mnist.py:tiny', f'--workdir={workdir}',
          '--num_cpu_devices=8'] + [f'--config.{k}={v}' for k, v in overrides.items()]
@@ -206,9 +200,37 @@ def test_kill_9_mid_save_mid_sampling_and_at_random_then_the_end_equals_a_straig
   lines = (workdir / 'metrics.jsonl').read_text().splitlines()
   assert [json.loads(line)['step'] for line in lines] == list(range(1, 13))
   straight = train.run(tiny_config_with(**overrides), str(tmp_path / 'straight'))
-  s = train.setup(tiny_config_with(**overrides))
+  s = build.setup(tiny_config_with(**overrides))
   ckpt = checkpoint.Checkpointer(str(workdir), read_only=True, use_async=False)
   for a, b in zip(_leaves(straight), _leaves(ckpt.restore(12, s.restore_target))):
     np.testing.assert_array_equal(a, b)
   ckpt.close()
   print(f'seed {seed}:', log)
+
+
+def test_after_a_skipped_step_the_optimizer_follows_the_state_step():
+  """One counter: a skipped (non-finite) step is not applied, yet the learning-rate
+  schedule moves on with state['step'] like the EMA and KL warm-ups do."""
+  config = tiny_config_with(nonfinite_policy='skip')  # warm-up from lr 0 over 2 steps
+  s = build.setup(config)
+  step = build.jit_train_step(s)
+  rng = np.random.default_rng(0)
+  good = {'image': rng.uniform(-1, 1, (16, 28, 28, 1)).astype(np.float32),
+          'label': np.zeros(16, np.int32)}
+  bad = {**good, 'image': np.full_like(good['image'], np.nan)}
+  init = jax.device_get(build.init_state(s, jax.random.key(0))['params'])
+
+  state = build.init_state(s, jax.random.key(0))
+  state, m = step(state, bad, jax.random.key(1))
+  assert float(m['nonfinite']) == 1.0 and int(state['step']) == 1
+  state, m = step(state, good, jax.random.key(2))
+  assert float(m['learning_rate']) == pytest.approx(config.optimizer.learning_rate / 2)
+  changed = [not np.array_equal(a, b) for a, b in zip(
+      jax.tree_util.tree_leaves(init), jax.tree_util.tree_leaves(state['params']))]
+  assert any(changed), 'the update after the skipped step used the learning rate of step 0'
+  # The same as a run whose counter reached step 1 without the NaN.
+  reference = build.init_state(s, jax.random.key(0))
+  reference['step'] = np.int32(1)
+  reference, _ = step(reference, good, jax.random.key(2))
+  for a, b in zip(_leaves(state), _leaves(reference)):
+    np.testing.assert_array_equal(a, b)

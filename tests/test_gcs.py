@@ -6,16 +6,14 @@ Cloud Storage on their own; all three are pointed at gcp-storage-emulator, in-pr
 
 import gc
 import json
-import socket
 import time
 
-import jax
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 from etils import epath
 
-from conftest import tiny_config_with
+from conftest import assert_trees_equal, free_port, tiny_config_with
 from jaxgen import inference, train, workdir_lock
 
 
@@ -59,9 +57,7 @@ def bucket(monkeypatch):
   _faithful_downloads(monkeypatch)
   monkeypatch.setattr(workdir_lock, 'SETTLE_SECONDS', 0.1)  # the lease's write-read wait
 
-  with socket.socket() as s:
-    s.bind(('localhost', 0))
-    port = s.getsockname()[1]
+  port = free_port()
   server = create_server('localhost', port, in_memory=True, default_bucket='jaxgen-test')
   server.start()
   url = f'http://localhost:{port}'
@@ -83,9 +79,7 @@ def test_gs_workdir_trains_resumes_and_logs(bucket, tmp_path):
     resumed = train.run(config, workdir)
   # The run that went through Cloud Storage (checkpoint, iterator state, restore) ends
   # exactly where the local uninterrupted run does.
-  for x, y in zip(jax.tree_util.tree_leaves(jax.device_get(straight)),
-                  jax.tree_util.tree_leaves(jax.device_get(resumed))):
-    np.testing.assert_array_equal(x, y)
+  assert_trees_equal(straight, resumed)
 
   root = epath.Path(workdir)
   steps = [json.loads(line)['step'] for line in (root / 'metrics.jsonl').read_text().splitlines()]

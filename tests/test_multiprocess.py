@@ -6,36 +6,26 @@ aborts (uncatchable), so it must never run inside pytest itself.
 
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 
 import jax
-import numpy as np
 import pytest
 
-from conftest import REPO, tiny_config_with, write_fake_fashion_mnist
-from jaxgen import checkpoint, train
+from conftest import REPO, assert_trees_close, free_port, tiny_config_with
+from jaxgen import build, checkpoint, train
 from jaxgen.data import fashion_mnist
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def fake_fmnist(tmp_path):
+def prepared_fmnist(fake_fmnist):
   """Small IDX files, prepared as TFDS once here so the workers do not race to build it."""
-  idx = write_fake_fashion_mnist(tmp_path / 'idx')
-  data_dir = str(tmp_path / 'tfds')
-  fashion_mnist.data_source('train', data_dir, str(idx))
-  return {'data.data_dir': data_dir, 'data.manual_dir': str(idx), 'sample_every': 0,
-          'total_steps': 6, 'checkpoint_every': 3}
-
-
-def _free_port():
-  with socket.socket() as s:
-    s.bind(('127.0.0.1', 0))
-    return s.getsockname()[1]
+  fashion_mnist.data_source('train', fake_fmnist['data.data_dir'],
+                            fake_fmnist['data.manual_dir'])
+  return {**fake_fmnist, 'sample_every': 0, 'total_steps': 6, 'checkpoint_every': 3}
 
 
 def _cmd(workdir, overrides, process_id=None, port=None, extra=()):
@@ -49,7 +39,7 @@ def _cmd(workdir, overrides, process_id=None, port=None, extra=()):
 
 
 def _start_two(workdir, overrides, extra=(), only_first=False):
-  port = _free_port()
+  port = free_port()
   return [subprocess.Popen(_cmd(workdir, overrides, i, port, extra), stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, text=True, cwd=REPO)
           for i in ((0,) if only_first else (0, 1))]
@@ -71,52 +61,47 @@ def _run_two(workdir, overrides, timeout=300, only_first=False, extra=()):
 
 
 def _restore(workdir, config, step):
-  s = train.setup(config)
+  s = build.setup(config)
   ckpt = checkpoint.Checkpointer(str(workdir), every=1, keep=10, use_async=False)
   state = ckpt.restore(step, s.restore_target)
   ckpt.close()
   return jax.device_get(state)
 
 
-def _assert_close(a, b):
-  for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
-    np.testing.assert_allclose(x, y, rtol=2e-5, atol=1e-6)
-
-
-def test_two_processes_train_like_one_and_checkpoints_cross_over(tmp_path, fake_fmnist):
-  config = tiny_config_with(**fake_fmnist)
+def test_two_processes_train_like_one_and_checkpoints_cross_over(tmp_path, prepared_fmnist):
+  config = tiny_config_with(**prepared_fmnist)
   # (a) 2 processes x 4 devices for 6 steps == 1 process x 8 devices.
   two = tmp_path / 'two'
-  for code, out in _run_two(two, fake_fmnist):
+  for code, out in _run_two(two, prepared_fmnist):
     assert code == 0, out[-3000:]
   one = train.run(config, str(tmp_path / 'one'))
   two_state = _restore(two, config, 6)  # (b) written by 2 processes, read by 1
-  _assert_close(jax.device_get(one['params']), two_state['params'])
-  _assert_close(jax.device_get(one['opt_state']), two_state['opt_state'])
+  assert_trees_close(jax.device_get(one['params']), two_state['params'])
+  assert_trees_close(jax.device_get(one['opt_state']), two_state['opt_state'])
   # (b) written by 1 process (3 steps), resumed by 2 processes to step 6.
   mixed = tmp_path / 'mixed'  # the one-process run as it was at step 3
   shutil.copytree(tmp_path / 'one', mixed)
   shutil.rmtree(mixed / 'checkpoints' / '6')
-  results = _run_two(mixed, fake_fmnist)
+  results = _run_two(mixed, prepared_fmnist)
   for code, out in results:
     assert code == 0, out[-3000:]
   assert 'resumed from checkpoint at step 3' in results[0][1]
-  _assert_close(jax.device_get(one['params']), _restore(mixed, config, 6)['params'])
+  assert_trees_close(jax.device_get(one['params']), _restore(mixed, config, 6)['params'])
 
 
-def test_a_missing_peer_fails_within_the_timeout(tmp_path, fake_fmnist):
+def test_a_missing_peer_fails_within_the_timeout(tmp_path, prepared_fmnist):
   start = time.time()
-  [(code, out)] = _run_two(tmp_path / 'alone', fake_fmnist, timeout=120, only_first=True,
+  [(code, out)] = _run_two(tmp_path / 'alone', prepared_fmnist, timeout=120, only_first=True,
                            extra=('--distributed_timeout_s=10',))
   assert code != 0
   assert time.time() - start < 120
   assert not (tmp_path / 'alone' / 'checkpoints').exists()
 
 
-def test_a_peer_dying_mid_run_stops_the_other_and_a_rerun_resumes(tmp_path, fake_fmnist):
+def test_a_peer_dying_mid_run_stops_the_other_and_a_rerun_resumes(tmp_path, prepared_fmnist):
   """kill -9 of one process of two: the other fails within the heartbeat timeout instead of
   hanging, and rerunning both resumes from the newest complete checkpoint."""
-  overrides = {**fake_fmnist, 'total_steps': 40, 'checkpoint_every': 5}
+  overrides = {**prepared_fmnist, 'total_steps': 40, 'checkpoint_every': 5}
   workdir = tmp_path / 'run'
   procs = _start_two(workdir, overrides, ('--distributed_timeout_s=10',))
   try:
@@ -145,10 +130,10 @@ def test_a_peer_dying_mid_run_stops_the_other_and_a_rerun_resumes(tmp_path, fake
 
 
 def test_sigterm_to_one_process_saves_one_agreed_step_on_both_and_both_exit_0(
-    tmp_path, fake_fmnist):
+    tmp_path, prepared_fmnist):
   """A preemption notice reaching only process 1 (as on a pod slice where one host is
   reclaimed): JAX's preemption sync point makes both processes save the same step."""
-  overrides = {**fake_fmnist, 'total_steps': 100_000, 'checkpoint_every': 100_000,
+  overrides = {**prepared_fmnist, 'total_steps': 100_000, 'checkpoint_every': 100_000,
                'log_every': 1}
   workdir = tmp_path / 'run'
   procs = _start_two(workdir, overrides, ('--distributed_timeout_s=30',))
@@ -171,4 +156,4 @@ def test_sigterm_to_one_process_saves_one_agreed_step_on_both_and_both_exit_0(
   ckpt.close()
   config = tiny_config_with(**overrides)
   straight = train.run(config, str(tmp_path / 'one'), stop_at_step=saved)
-  _assert_close(jax.device_get(straight['params']), _restore(workdir, config, saved)['params'])
+  assert_trees_close(jax.device_get(straight['params']), _restore(workdir, config, saved)['params'])

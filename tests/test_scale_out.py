@@ -1,15 +1,12 @@
 """Scale-out: FSDP memory and equivalence, gradient accumulation, ahead-of-time compile."""
 
-import os
-import subprocess
-import sys
 
 import jax
 import numpy as np
 import pytest
 
-from conftest import REPO, load_config
-from jaxgen import train
+from conftest import REPO, assert_trees_close, load_config, run_cli
+from jaxgen import build, compile_report, train
 
 
 def _setup(data, fsdp, min_size=0):
@@ -17,7 +14,7 @@ def _setup(data, fsdp, min_size=0):
   with config.unlocked():
     config.mesh.data, config.mesh.fsdp = data, fsdp
     config.sharding.fsdp_min_size = min_size
-  return train.setup(config)
+  return build.setup(config)
 
 
 def _bytes_on_device0(tree):
@@ -28,7 +25,7 @@ def _bytes_on_device0(tree):
 
 def test_fsdp_holds_an_eighth_per_device_and_steps_the_same():
   replicated, fsdp = _setup(8, 1), _setup(1, 8)
-  states = [train.init_state(s, jax.random.key(0)) for s in (replicated, fsdp)]
+  states = [build.init_state(s, jax.random.key(0)) for s in (replicated, fsdp)]
   full = _bytes_on_device0({k: states[0][k] for k in ('params', 'opt_state', 'ema_params')})
   sharded = _bytes_on_device0({k: states[1][k] for k in ('params', 'opt_state', 'ema_params')})
   # Everything with a dimension divisible by 8 is split; only scalars stay whole.
@@ -40,7 +37,7 @@ def test_fsdp_holds_an_eighth_per_device_and_steps_the_same():
   for s, state in zip((replicated, fsdp), states):
     batch = {k: jax.make_array_from_process_local_data(s.batch_sharding, v)
              for k, v in local.items()}
-    new_state, m = train.jit_train_step(s)(state, batch, jax.random.key(1))
+    new_state, m = build.jit_train_step(s)(state, batch, jax.random.key(1))
     results.append((jax.device_get(new_state['params']), float(m['loss'])))
   assert abs(results[0][1] - results[1][1]) < 1e-5
   leaves = [jax.tree_util.tree_leaves(params) for params, _ in results]
@@ -49,20 +46,17 @@ def test_fsdp_holds_an_eighth_per_device_and_steps_the_same():
 
 
 def test_compile_report_of_the_tiny_step():
-  report = train.compile_report(_setup(4, 2, 1024), device_memory_bytes=2**30)
+  report = compile_report.compile_report(_setup(4, 2, 1024), device_memory_bytes=2**30)
   assert report['flops_per_device'] > 1e6
   assert report['argument_size_in_bytes'] > 0 and report['temp_size_in_bytes'] > 0
   assert report['fits'] is True
-  assert not train.compile_report(_setup(8, 1), device_memory_bytes=1024)['fits']
+  assert not compile_report.compile_report(_setup(8, 1), device_memory_bytes=1024)['fits']
 
 
 def test_compile_only_cli_for_the_cifar10_unet():
   """The 35.7M DDPM CIFAR-10 step (8-GPU variant: bf16) compiles for 8 devices on CPU."""
-  proc = subprocess.run(
-      [sys.executable, '-m', 'jaxgen.main', f'--config={REPO}/configs/ddpm_cifar10.py:gpu8',
-       '--compile_only', '--device_memory_gb=16', '--num_cpu_devices=8'],
-      capture_output=True, text=True, timeout=300, cwd=REPO,
-      env={**os.environ, 'JAX_PLATFORMS': 'cpu'})
+  proc = run_cli('jaxgen.main', f'--config={REPO}/configs/ddpm_cifar10.py:gpu8',
+                 '--compile_only', '--device_memory_gb=16', '--num_cpu_devices=8')
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert 'FLOPs per step per device' in proc.stdout
   assert 'fits in 16.0 GiB per device' in proc.stdout
@@ -72,7 +66,7 @@ def test_cifar10_accelerator_variants_lay_out_as_documented():
   shapes = {}
   for variant in ('tpu', 'gpu8', 'fsdp8'):
     config = load_config(variant, name='ddpm_cifar10')
-    s = train.setup(config)
+    s = build.setup(config)
     assert config.model.compute_dtype == 'bfloat16'
     kernel = s.state_shardings['params']['down'][5]['conv1']['kernel']  # (3, 3, 128, 256)
     mu = s.state_shardings['opt_state'][1][0].mu['down'][5]['conv1']['kernel']
@@ -96,19 +90,18 @@ def test_gradient_accumulation_equals_one_large_batch():
       config.grad_accum_steps = accum
       config.model.dropout = 0.0  # dropout masks are drawn per micro-batch
       config.model.num_classes = 10  # also exercises per-example label dropout
-    s = train.setup(config)
-    state = train.init_state(s, jax.random.key(0))
+    s = build.setup(config)
+    state = build.init_state(s, jax.random.key(0))
     batch = {k: jax.make_array_from_process_local_data(s.batch_sharding, v)
              for k, v in local.items()}
-    step = train.jit_train_step(s)
+    step = build.jit_train_step(s)
     for i in range(2):
       state, m = step(state, batch, jax.random.key(i))
     results.append((jax.device_get(state['params']), float(m['loss']), float(m['grad_norm'])))
   (p1, loss1, norm1), (p4, loss4, norm4) = results
   assert abs(loss1 - loss4) < 1e-5 * max(1.0, loss1)
   assert abs(norm1 - norm4) < 1e-4 * norm1
-  for a, b in zip(jax.tree_util.tree_leaves(p1), jax.tree_util.tree_leaves(p4)):
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+  assert_trees_close(p1, p4, rtol=1e-4, atol=1e-6)
 
 
 def test_micro_batches_must_split_over_devices():
@@ -137,14 +130,14 @@ def _with(**model_fields):
     config.optimizer.decay = 'constant'
     config.total_steps = 60
     config.model.update(model_fields)
-  return train.setup(config)
+  return build.setup(config)
 
 
 def test_bfloat16_compute_with_float32_params_trains():
   s = _with(compute_dtype='bfloat16')
-  state = train.init_state(s, jax.random.key(0))
+  state = build.init_state(s, jax.random.key(0))
   batch = _fixed_batch(s)
-  step = train.jit_train_step(s)
+  step = build.jit_train_step(s)
   hlo = step.lower(state, batch, jax.random.key(0)).as_text()
   convolutions = [line for line in hlo.splitlines() if 'stablehlo.convolution' in line]
   assert convolutions and all('bf16' in line for line in convolutions)
@@ -163,15 +156,39 @@ def test_remat_gives_the_same_loss_and_gradients():
   results = []
   for remat in ('none', 'full', 'dots'):
     s = _with(remat=remat, dropout=0.1)
-    state = train.init_state(s, jax.random.key(0))
+    state = build.init_state(s, jax.random.key(0))
     batch = _fixed_batch(s)
     jaxpr = str(jax.make_jaxpr(s.objective.train_step)(state, batch, jax.random.key(0)))
     assert ('remat' in jaxpr or 'checkpoint' in jaxpr) == (remat != 'none')
     if remat == 'full':  # the jaxpr check suffices: compiling it too costs 17 s of suite time
       continue
-    new_state, m = train.jit_train_step(s)(state, batch, jax.random.key(3))
+    new_state, m = build.jit_train_step(s)(state, batch, jax.random.key(3))
     results.append((float(m['loss']), jax.device_get(new_state['params'])))
   for loss, params in results[1:]:
     assert loss == results[0][0]
-    for a, b in zip(jax.tree_util.tree_leaves(results[0][1]), jax.tree_util.tree_leaves(params)):
-      np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    assert_trees_close(results[0][1], params, rtol=1e-5, atol=1e-7)
+
+
+def test_a_run_trained_with_gradient_accumulation_samples_and_evaluates(tmp_path):
+  """Sampling and evaluation must not inherit training-only constraints: here 16 examples
+  in 2 micro-batches over 8 devices trained fine, but a sampler on fewer devices has no
+  batch of 16 to split."""
+  import tensorflow_datasets as tfds
+
+  from jaxgen import inference
+  from jaxgen.eval import evaluate
+
+  config = load_config('tiny')
+  with config.unlocked():
+    config.grad_accum_steps, config.total_steps, config.sample_every = 2, 1, 0
+  workdir = str(tmp_path / 'run')
+  with tfds.testing.mock_data(num_examples=64):
+    train.run(config, workdir)
+  s, state, step, saved = inference.restore_for_sampling(workdir)
+  assert step == 1 and saved.grad_accum_steps == 2
+  images, _, _ = inference.sample_from_workdir(workdir, num_images=3,
+                                               options={'steps': 2})
+  assert images.shape == (3, 28, 28, 1)
+  done = evaluate.evaluate_workdir(workdir, evaluate.Options(
+      num_samples=8, batch_size=8, classifier_dir='', sample_options={'steps': 2}))
+  assert done['evaluated'] == [1]

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from jaxgen import sharding, train
+from jaxgen import build, sharding
 
 
 def _mesh(data, fsdp):
@@ -43,8 +43,8 @@ def test_train_state_and_batch_are_laid_out_as_configured(tiny_config, data, fsd
   with config.unlocked():
     config.mesh.data, config.mesh.fsdp = data, fsdp
     config.sharding.fsdp_min_size = 1024
-  s = train.setup(config)
-  state = train.init_state(s, jax.random.key(0))
+  s = build.setup(config)
+  state = build.init_state(s, jax.random.key(0))
   kernel = state['params']['up'][0]['conv1']['kernel']  # (3, 3, 32, 16): 9216 elements
   adam_mu = state['opt_state'][1][0].mu['up'][0]['conv1']['kernel']
   bias = state['params']['up'][0]['conv1']['bias']
@@ -61,7 +61,7 @@ def test_train_state_and_batch_are_laid_out_as_configured(tiny_config, data, fsd
   assert global_batch.sharding.spec == P(('data', 'fsdp'))
   assert {shard.data.shape[0] for shard in global_batch.addressable_shards} == {2}
   # The compiled step keeps the layout (no silent resharding of the state).
-  step = train.jit_train_step(s)
+  step = build.jit_train_step(s)
   new_state, _ = step(state, {'image': global_batch,
                               'label': jax.make_array_from_process_local_data(
                                   s.batch_sharding, np.zeros(16, np.int32))},

@@ -3,8 +3,7 @@ kill -9 and SIGTERM: test_failures.py.)"""
 
 import json
 import os
-import subprocess
-import sys
+import shutil
 
 import jax
 import numpy as np
@@ -12,26 +11,19 @@ import pytest
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from conftest import REPO, tiny_config_with
-from jaxgen import checkpoint, train
+from conftest import assert_trees_equal, run_cli, tiny_config_with
+from jaxgen import api, build, checkpoint, grids, train
 from jaxgen.data import fashion_mnist
 
 FMNIST_FILES = os.path.join(fashion_mnist.DEFAULT_IDX_DIR, 'train-images-idx3-ubyte.gz')
 
 
-def _leaves_equal(a, b):
-  a, b = jax.device_get(a), jax.device_get(b)
-  assert jax.tree_util.tree_structure(a) == jax.tree_util.tree_structure(b)
-  for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
-    np.testing.assert_array_equal(x, y)
-
-
 def test_tiny_model_overfits_a_fixed_batch():
   config = tiny_config_with(**{'optimizer.learning_rate': 3e-3, 'optimizer.decay': 'constant',
                       'total_steps': 100, 'model.dropout': 0.0})
-  s = train.setup(config)
-  state = train.init_state(s, jax.random.key(0))
-  step = train.jit_train_step(s)
+  s = build.setup(config)
+  state = build.init_state(s, jax.random.key(0))
+  step = build.jit_train_step(s)
   # Two fixed "images": a bright square and a dark bar.
   images = -np.ones((16, 28, 28, 1), np.float32)
   images[::2, 8:20, 8:20] = 1.0
@@ -67,28 +59,44 @@ def test_end_to_end_on_mock_tfds(tmp_path):
   assert acc.Scalars('loss')[-1].value == pytest.approx(records[-1]['loss'], rel=1e-6)
   assert [e.step for e in acc.Images('samples')] == [6]
 
-
-@pytest.mark.skipif(not os.path.exists(FMNIST_FILES),
-                    reason=f'Fashion-MNIST IDX files not in {fashion_mnist.DEFAULT_IDX_DIR} '
-                    '(apt-get install dataset-fashion-mnist)')
-def test_end_to_end_on_real_fashion_mnist(tmp_path):
-  workdir = str(tmp_path / 'run')
-  config = tiny_config_with(**{'data.data_dir': str(tmp_path / 'tfds'), 'total_steps': 4,
-                      'sample_every': 0})
-  state = train.run(config, workdir)
-  assert int(state['step']) == 4
-  from jaxgen.data import pipeline
-
-  source = pipeline.load_source(config.data)
-  assert len(source) == 60_000 and len(pipeline.load_source(config.data, 'test')) == 10_000
-  batch = next(pipeline.make_iterator(
-      pipeline.make_dataset(config.data, 16, seed=0), num_threads=1))
-  # Real garments: mostly black background (-1) with bright pixels, labels 0..9.
-  assert batch['image'].shape == (16, 28, 28, 1)
-  assert (batch['image'] == -1).mean() > 0.3 and batch['image'].max() > 0.9
-  assert set(batch['label']) <= set(range(10))
+  # A run that crashed before its first checkpoint left metrics.jsonl and events behind:
+  # a fresh start in the workdir starts them clean, so each step appears once.
+  shutil.rmtree(os.path.join(workdir, 'checkpoints'))
+  with tfds.testing.mock_data(num_examples=64):
+    train.run(tiny_config_with(), workdir)
   records = [json.loads(line) for line in open(os.path.join(workdir, 'metrics.jsonl'))]
-  assert records[-1]['step'] == 4 and np.isfinite(records[-1]['loss'])
+  assert [r['step'] for r in records] == [2, 4, 6]
+  acc = event_accumulator.EventAccumulator(os.path.join(workdir, 'tensorboard'))
+  acc.Reload()
+  assert [e.step for e in acc.Scalars('loss')] == [2, 4, 6]
+
+
+def test_sample_grids_use_the_same_noise_at_every_step(tmp_path):
+  s = build.setup(tiny_config_with())
+  state = build.init_state(s, jax.random.key(0))
+  image_grids = grids.Grids(s, str(tmp_path), jax.random.key(7))
+  first = image_grids.images(state)['']
+  later = image_grids.images(state)['']  # what a later step draws, for the same weights
+  np.testing.assert_array_equal(first[1], later[1])
+
+
+def test_the_step_window_blocks_on_the_step_max_steps_in_flight_back():
+  """The loop's bound on queued steps (config.max_steps_in_flight): after step n is added,
+  every step up to n - 2 has been waited for, and nothing newer."""
+  waited = []
+
+  class Outputs:  # stands in for a step's device arrays
+    def __init__(self, step):
+      self.step = step
+
+    def block_until_ready(self):
+      waited.append(self.step)
+      return self
+
+  window = train.StepWindow(2)
+  for step in range(6):
+    window.add({'loss': Outputs(step)})
+    assert waited == list(range(step - 1)), (step, waited)
 
 
 def test_checkpoint_restores_onto_a_different_mesh(tmp_path):
@@ -102,17 +110,17 @@ def test_checkpoint_restores_onto_a_different_mesh(tmp_path):
   for data, fsdp in ((8, 1), (2, 4)):
     other = tiny_config_with(**{'mesh.data': data, 'mesh.fsdp': fsdp, 'total_steps': 3,
                                 'sharding.fsdp_min_size': 1024})
-    s = train.setup(other)
+    s = build.setup(other)
     ckpt = checkpoint.Checkpointer(workdir, every=1, keep=10, use_async=False)
     restored = ckpt.restore(3, s.restore_target)
     ckpt.close()
-    _leaves_equal(trained, restored)
+    assert_trees_equal(trained, restored)
     got = restored['params']['up'][0]['conv1']['kernel'].sharding
     assert got.mesh.shape == {'data': data, 'fsdp': fsdp}
     assert got.spec == s.state_shardings['params']['up'][0]['conv1']['kernel'].spec
 
 
-def test_sample_cli_writes_grid_and_npz(tmp_path):
+def test_sample_cli_writes_grid_and_npz_in_batches(tmp_path):
   workdir = str(tmp_path / 'run')
   with tfds.testing.mock_data(num_examples=64):
     train.run(tiny_config_with(), workdir, stop_at_step=2)
@@ -121,31 +129,39 @@ def test_sample_cli_writes_grid_and_npz(tmp_path):
   # compiled sampler is kept for the next run.
   env = {k: v for k, v in os.environ.items() if k != 'JAX_COMPILATION_CACHE_DIR'}
   cache = tmp_path / 'xla_cache'
-  proc = subprocess.run(
-      [sys.executable, '-m', 'jaxgen.sample', f'--workdir={workdir}', '--num_images=6',
-       '--sampler=ddpm', '--steps=3', f'--output={out}', '--num_cpu_devices=2',
-       f'--compilation_cache_dir={cache}'],
-      capture_output=True, text=True, timeout=300, cwd=REPO, env=env)
+  proc = run_cli('jaxgen.sample', f'--workdir={workdir}', '--num_images=6', '--batch_size=4',
+                 '--sample.sampler=ddpm', '--sample.steps=3', f'--output={out}',
+                 '--num_cpu_devices=2', f'--compilation_cache_dir={cache}', env=env)
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert any(cache.iterdir())
+  # Two batches of 4 over the 2 devices, each with its progress line.
+  assert [line.split(' |')[0] for line in proc.stdout.splitlines()
+          if line.startswith('sampled')] == ['sampled 4/6', 'sampled 6/6'], proc.stdout
   images = np.load(out + '.npz')['images']
   assert images.shape == (6, 28, 28, 1) and images.dtype == np.uint8
   assert np.asarray(Image.open(out + '.png')).shape == (2 * 30 + 2, 3 * 30 + 2)
+  # The Python API (no flags) takes the same options, as values or strings.
+  result = api.sample(workdir, num_images=6, batch_size=4,
+                      options={'sampler': 'ddpm', 'steps': '3'})
+  assert result.step == 2 and result.output is None
+  assert result.images.shape == (6, 28, 28, 1) and result.images.dtype == np.uint8
+  with pytest.raises(ValueError, match=r"no sample option 'stepz' \(did you mean sample.steps"):
+    api.sample(workdir, num_images=2, options={'stepz': 3})
+  with pytest.raises(ValueError, match=r"sample option steps='x' is not a valid int"):
+    api.sample(workdir, num_images=2, options={'steps': 'x'})
 
 
 def test_sample_from_empty_workdir_is_a_clear_error(tmp_path):
-  proc = subprocess.run(
-      [sys.executable, '-m', 'jaxgen.sample', f'--workdir={tmp_path}', '--num_cpu_devices=1'],
-      capture_output=True, text=True, timeout=120, cwd=REPO)
+  proc = run_cli('jaxgen.sample', f'--workdir={tmp_path}', '--num_cpu_devices=1')
   assert proc.returncode == 2
   assert 'no checkpoint in' in proc.stderr and 'Traceback' not in proc.stderr
 
 
 def test_objective_sample_returns_uint8_images():
-  s = train.setup(tiny_config_with())
-  state = train.init_state(s, jax.random.key(0))
+  s = build.setup(tiny_config_with())
+  state = build.init_state(s, jax.random.key(0))
   for sampler in ('ddpm', 'ddim'):
     for n in (5, 8):  # 8 images are split over the 8 devices, 5 are not
-      images = train.jit_sample(s, n, sampler=sampler, steps=3)(state, jax.random.key(1))
+      images = build.jit_sample(s, n, sampler=sampler, steps=3)(state, jax.random.key(1))
       assert isinstance(images, np.ndarray)
       assert images.shape == (n, 28, 28, 1) and images.dtype == np.uint8

@@ -2,7 +2,6 @@
 
 import json
 import math
-import socket
 import subprocess
 import sys
 
@@ -11,9 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import load_config, write_fake_fashion_mnist
-from jaxgen import inference, latents, train, validate
-from jaxgen.eval import evaluate
+from conftest import free_port, load_config, run_cli, write_fake_fashion_mnist
+from jaxgen import build, inference, latents, train, validate
+from jaxgen.eval import classifier, evaluate
 from jaxgen.objectives import likelihoods
 from jaxgen.objectives import vae as vae_lib
 
@@ -99,16 +98,16 @@ def test_a_latent_grid_that_does_not_divide_the_image_is_a_config_error():
     config.model.ch_mult = (1, 2, 2, 2)  # 28 is not divisible by 8
   with pytest.raises(validate.ConfigError, match=r'ch_mult=\(1, 2, 2, 2\) downsamples by 8.*'
                      r'data.image_size=28'):
-    train.setup(config)
+    build.setup(config)
 
 
 @pytest.fixture(scope='module')
 def tiny_vae():
   config = load_config('tiny', 'vae_fashion_mnist')
-  s = train.setup(config)
-  state = train.init_state(s, jax.random.key(1))
+  s = build.setup(config)
+  state = build.init_state(s, jax.random.key(1))
   x = np.random.default_rng(0).integers(0, 256, (4, 28, 28, 1)).astype(np.float32) / 127.5 - 1
-  model = vae_lib.models.build(config.model, config.data, out_channels=2)
+  model = vae_lib.models.build(config.model, (28, 28, 1), out_channels=2)
   return config, s, state, model, jnp.asarray(x)
 
 
@@ -192,8 +191,7 @@ def test_vae_trains_resumes_evaluates_and_interpolates(tmp_path):
   workdir = tmp_path / 'run'
 
   def cli(module, *args):
-    proc = subprocess.run([sys.executable, '-m', module, *args], capture_output=True, text=True,
-                          timeout=300)
+    proc = run_cli(module, *args)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout + proc.stderr
 
@@ -211,13 +209,18 @@ def test_vae_trains_resumes_evaluates_and_interpolates(tmp_path):
   for name in ('step_0000006.png', 'reconstructions_step_0000006.png'):
     assert (workdir / 'samples' / name).stat().st_size > 0
 
-  # jaxgen-eval as 2 processes x 4 devices (the multi-host path: sharded sampling and test
-  # batches, gathered to process 0) must give what one process x 8 devices gives.
-  with socket.socket() as free:
-    free.bind(('127.0.0.1', 0))
-    port = free.getsockname()[1]
+  # jaxgen-eval as 2 processes x 4 devices (the multi-host path: sharded sampling, test
+  # batches and classifier features, gathered to process 0) must give what one process x 8
+  # devices gives, FD-FMNIST included.
+  clf_data = classifier.data_config(str(tmp_path / 'tfds'), str(data))
+  clf_dir = str(tmp_path / 'classifier')
+  trained = classifier.train(clf_data, epochs=1, batch_size=32)
+  classifier.save(clf_dir, trained, {'epochs': 1})
+  classifier.write_reference(clf_dir, trained.params, clf_data)
+  port = free_port()
   args = [sys.executable, '-m', 'jaxgen.eval.main', f'--workdir={workdir}', '--num_samples=16',
-          '--batch_size=8', '--classifier_dir=', '--test_images=20', '--num_cpu_devices=4',
+          '--batch_size=8', f'--classifier_dir={clf_dir}', '--test_images=20',
+          '--num_cpu_devices=4',
           f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2']
   procs = [subprocess.Popen(args + [f'--process_id={i}'], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True) for i in (0, 1)]
@@ -234,6 +237,9 @@ def test_vae_trains_resumes_evaluates_and_interpolates(tmp_path):
       batch_size=8, test_images=20, classifier_dir=''))
   for name in ('test/nelbo_nats', 'test/iwae4_nats', 'test/nelbo_bits_per_dim'):
     assert result[name] == pytest.approx(one_process[name], rel=1e-5), name
+  one_process = evaluate.fmnist_metrics(inference.generate(s, state, 16, 8, 0), clf_dir)
+  for name in ('fd_fmnist', 'fd_fmnist_floor', 'kid_fmnist', 'class_entropy_bits'):
+    assert result[name] == pytest.approx(one_process[name], rel=1e-3), name
   assert result['test_images'] == 20
   assert result['test/iwae4_nats'] <= result['test/nelbo_nats'] + 1.0
   assert result['test/nelbo_bits_per_dim'] == pytest.approx(

@@ -145,13 +145,18 @@ def load(directory: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
   if not os.path.isdir(directory):
     raise FileNotFoundError(f'no Fashion-MNIST classifier in {directory}; train one with '
                             f'`jaxgen-eval train_classifier --output={directory}`')
-  with ocp.CheckpointManager(directory) as manager:
+  options = ocp.CheckpointManagerOptions(read_only=True, create=False)
+  with ocp.CheckpointManager(directory, options=options) as manager:
     step = manager.latest_step()
     if step is None:
       raise FileNotFoundError(f'{directory} holds no classifier checkpoint; train one with '
                               f'`jaxgen-eval train_classifier --output={directory}`')
-    abstract = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
-                                      MODEL.abstract_params())
+    # Replicated on every device of every process: a restore target with shardings is what
+    # lets orbax read it on any topology.
+    replicated = extract.batch_shardings()[1]
+    abstract = jax.tree_util.tree_map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
+        MODEL.abstract_params())
     restored = manager.restore(step, args=ocp.args.Composite(
         params=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
   logging.info('classifier %s: %s', directory, json.dumps(restored['meta']))

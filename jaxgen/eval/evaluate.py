@@ -29,9 +29,8 @@ class Options:
   step: int | None = None  # None: the latest (or, watching, every new one)
   num_samples: int = 50_000
   batch_size: int = 500
-  sampler: str | None = None
-  steps: int | None = None
-  eta: float | None = None
+  # The model's sampling options (`--sample.NAME=VALUE`), e.g. {'sampler': 'ddim'}.
+  sample_options: dict[str, Any] = dataclasses.field(default_factory=dict)
   seed: int = 0
   test_images: int | None = None  # families with test metrics: None evaluates the whole split
   classifier_dir: str = 'runs/fmnist_classifier'
@@ -124,15 +123,18 @@ def test_split_metrics(s, state, options: Options) -> dict[str, float]:
           s.state_shardings, s.batch_sharding, sharding.replicated(s.mesh)))
   sums: dict[str, float] = {}
   key, start_time = jax.random.key(options.seed), time.perf_counter()
+  # Each process reads only its rows of each batch (the last batch repeats the last image).
+  local = batch_size // jax.process_count()
+  first = jax.process_index() * local
   for index, start in enumerate(range(0, count, batch_size)):
     rows = range(start, min(start + batch_size, count))
-    images = np.stack([pipeline.read_image(source, i, cfg, cfg.eval_split) for i in rows])
-    padded = np.concatenate([images, np.repeat(images[-1:], batch_size - len(images), 0)])
-    batch = {'image': jax.device_put(padded, s.batch_sharding)}
+    mine = [min(start + first + row, count - 1) for row in range(local)]
+    images = np.stack([pipeline.read_image(source, i, cfg, cfg.eval_split) for i in mine])
+    batch = {'image': jax.make_array_from_process_local_data(s.batch_sharding, images)}
     values = fn(state, batch, jax.random.fold_in(key, index))
     for name, per_example in values.items():
       host = np.asarray(multihost_utils.process_allgather(per_example, tiled=True), np.float64)
-      sums[name] = sums.get(name, 0.0) + float(host[:len(images)].sum())
+      sums[name] = sums.get(name, 0.0) + float(host[:len(rows)].sum())
     if jax.process_index() == 0:
       done, elapsed = rows.stop, time.perf_counter() - start_time
       metrics.print_line(f'test metrics {done}/{count} | {done / elapsed:.1f} img/s | '
@@ -174,8 +176,7 @@ def format_result(step: int, result: dict[str, float]) -> str:
 def evaluate_step(workdir: str, step: int, options: Options, writer) -> dict[str, Any]:
   """Samples the checkpoint at `step` and writes its metrics and a sample grid."""
   s, state, step, config = inference.restore_for_sampling(workdir, step)
-  kwargs = {k: v for k, v in (('sampler', options.sampler), ('steps', options.steps),
-                              ('eta', options.eta)) if v is not None}
+  kwargs = inference.sample_options(s.objective, options.sample_options)
   result: dict[str, Any] = {}
   if s.objective.test_metrics is not None:
     result.update(test_split_metrics(s, state, options))
@@ -202,7 +203,8 @@ def evaluate_step(workdir: str, step: int, options: Options, writer) -> dict[str
     if grid is not None:
       metrics.save_png(out_dir / f'samples_{step:07d}.png', grid)
     metrics.print_line(format_result(step, result))
-  return {'result': result, 'total_steps': config.total_steps}
+  return {'result': result, 'total_steps': config.total_steps,
+          'best_metric': s.objective.best_metric}
 
 
 def _load_state(out_dir) -> dict[str, Any]:
@@ -216,13 +218,12 @@ def _save_state(out_dir, state: dict[str, Any]) -> None:
   tmp.replace(out_dir / STATE_FILE)
 
 
-# What "best" means, in order of preference: (metric, whether lower is better).
-BEST_METRICS = (('fid', True), ('test/nelbo_bits_per_dim', True), ('test/psnr', False),
-                ('fd_fmnist', True))
-
-
-def _update_best(state: dict[str, Any], step: int, result: dict[str, Any]) -> None:
-  for name, lower in BEST_METRICS:
+def _update_best(state: dict[str, Any], step: int, result: dict[str, Any],
+                 family_metric: tuple[str, bool] | None) -> None:
+  """What "best" means, in order of preference (metric, whether lower is better): FID, then
+  the metric the family declares (a VAE's test bits/dim), then FD-FMNIST."""
+  for name, lower in (('fid', True), *([family_metric] if family_metric else []),
+                      ('fd_fmnist', True)):
     if name in result:
       best = state['best']
       better = best is not None and best['metric'] == name and (
@@ -271,7 +272,7 @@ def evaluate_workdir(workdir: str, options: Options) -> dict[str, Any]:
           continue
         total_steps = done['total_steps']
         state['evaluated'] = sorted(set(state['evaluated']) | {step})
-        _update_best(state, step, done['result'])
+        _update_best(state, step, done['result'], done['best_metric'])
         if chief:
           _save_state(out_dir, state)
         last_new = time.monotonic()

@@ -6,6 +6,7 @@
   jaxgen-eval stats --dataset=cifar10 --split=train --inception_weights=W.pth --output=S.npz
   jaxgen-eval --workdir=runs/c10 --inception_weights=W.pth --reference=S.npz
   jaxgen-eval --workdir=runs/vae_demo --num_samples=5000    # + test-set bits/dim, IWAE bound
+  jaxgen-eval --workdir=runs/demo --sample.sampler=ddim --sample.steps=100  # sampling options
 """
 
 from __future__ import annotations
@@ -21,9 +22,6 @@ flags.DEFINE_string('workdir', None, 'A training workdir (holds checkpoints/).')
 flags.DEFINE_integer('step', None, 'Checkpoint step to evaluate (default: the latest).')
 flags.DEFINE_integer('num_samples', 50_000, 'Samples to generate per checkpoint.')
 flags.DEFINE_integer('batch_size', 500, 'Samples per sampling call (split over devices).')
-flags.DEFINE_string('sampler', None, 'Sampler (default: the config\'s), e.g. ddim, ddpm.')
-flags.DEFINE_integer('steps', None, 'Sampler steps (default: the config\'s).')
-flags.DEFINE_float('eta', None, 'DDIM eta (default: the config\'s).')
 flags.DEFINE_integer('seed', 0, 'Sampling seed (the same for every checkpoint).')
 flags.DEFINE_integer('test_images', None, 'Runs with test-split metrics (VAE bounds, '
                      'autoencoder PSNR): evaluate the first N images (default: all).')
@@ -112,7 +110,7 @@ def main(argv: list[str]) -> None:
 
       evaluate.evaluate_workdir(FLAGS.workdir, evaluate.Options(
           step=FLAGS.step, num_samples=FLAGS.num_samples, batch_size=FLAGS.batch_size,
-          sampler=FLAGS.sampler, steps=FLAGS.steps, eta=FLAGS.eta, seed=FLAGS.seed,
+          sample_options=dict(runtime.sample_options), seed=FLAGS.seed,
           test_images=FLAGS.test_images, classifier_dir=FLAGS.classifier_dir,
           inception_weights=FLAGS.inception_weights,
           reference=FLAGS.reference, watch=FLAGS.watch, poll_s=FLAGS.poll_s,

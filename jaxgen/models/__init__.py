@@ -1,4 +1,8 @@
-"""NNX image models, built from `config.model` (+ image shape from `config.data`)."""
+"""NNX image models, built from `config.model` and the input shape the objective passes.
+
+The shape is explicit: a denoiser of autoencoder latents or a conditional discriminator
+(2C channels) sees inputs other than `config.data`'s images.
+"""
 
 from __future__ import annotations
 
@@ -11,40 +15,42 @@ from jaxgen.models.patchgan import PatchDiscriminator
 from jaxgen.models.unet import UNet
 from jaxgen.models.vae import VAE
 
+Shape = tuple[int, int, int]  # (H, W, C) of one input
 
-def _unet(model_cfg: ml_collections.ConfigDict, data_cfg: ml_collections.ConfigDict):
+
+def _unet(cfg: ml_collections.ConfigDict, input_shape: Shape):
   def factory(rngs: nnx.Rngs) -> UNet:
-    return UNet(image_size=data_cfg.image_size, in_channels=data_cfg.channels, ch=model_cfg.ch,
-                ch_mult=tuple(model_cfg.ch_mult), num_res_blocks=model_cfg.num_res_blocks,
-                attn_resolutions=tuple(model_cfg.attn_resolutions), dropout=model_cfg.dropout,
-                num_classes=model_cfg.num_classes, remat=model_cfg.remat,
-                dtype=jnp.dtype(model_cfg.compute_dtype), rngs=rngs)
+    return UNet(image_size=input_shape[0], in_channels=input_shape[2], ch=cfg.ch,
+                ch_mult=tuple(cfg.ch_mult), num_res_blocks=cfg.num_res_blocks,
+                attn_resolutions=tuple(cfg.attn_resolutions), dropout=cfg.dropout,
+                num_classes=cfg.num_classes, remat=cfg.remat,
+                dtype=jnp.dtype(cfg.compute_dtype), rngs=rngs)
   return factory
 
 
-def _vae(model_cfg: ml_collections.ConfigDict, data_cfg: ml_collections.ConfigDict, *,
-         out_channels: int):
+def _vae(cfg: ml_collections.ConfigDict, input_shape: Shape, *, out_channels: int):
   def factory(rngs: nnx.Rngs) -> VAE:
-    return VAE(image_size=data_cfg.image_size, in_channels=data_cfg.channels,
-               out_channels=out_channels, ch=model_cfg.ch, ch_mult=tuple(model_cfg.ch_mult),
-               num_res_blocks=model_cfg.num_res_blocks, latent=model_cfg.latent,
-               latent_dim=model_cfg.latent_dim, dtype=jnp.dtype(model_cfg.compute_dtype),
-               rngs=rngs)
+    return VAE(image_size=input_shape[0], in_channels=input_shape[2],
+               out_channels=out_channels, ch=cfg.ch, ch_mult=tuple(cfg.ch_mult),
+               num_res_blocks=cfg.num_res_blocks, latent=cfg.latent,
+               latent_dim=cfg.latent_dim, dtype=jnp.dtype(cfg.compute_dtype), rngs=rngs)
   return factory
 
 
-def _patchgan(model_cfg: ml_collections.ConfigDict, data_cfg: ml_collections.ConfigDict):
+def _patchgan(cfg: ml_collections.ConfigDict, input_shape: Shape):
   def factory(rngs: nnx.Rngs) -> PatchDiscriminator:
-    return PatchDiscriminator(in_channels=data_cfg.channels, ch=model_cfg.ch,
-                              num_layers=model_cfg.num_layers,
-                              dtype=jnp.dtype(model_cfg.compute_dtype), rngs=rngs)
+    return PatchDiscriminator(in_channels=input_shape[2], ch=cfg.ch, num_layers=cfg.num_layers,
+                              dtype=jnp.dtype(cfg.compute_dtype), rngs=rngs)
   return factory
 
 
 MODELS = {'unet': _unet, 'vae': _vae, 'patchgan': _patchgan}
 
 
-def build(model_cfg: ml_collections.ConfigDict, data_cfg: ml_collections.ConfigDict,
+def build(model_cfg: ml_collections.ConfigDict, input_shape: Shape,
           **family_args) -> FunctionalModel:
-  """`family_args` are what the objective decides, e.g. a VAE decoder's `out_channels`."""
-  return FunctionalModel(MODELS[model_cfg.name](model_cfg, data_cfg, **family_args))
+  """`input_shape` is (H, W, C) of one input; `family_args` are what the objective decides,
+  e.g. a VAE decoder's `out_channels`."""
+  if len(input_shape) != 3:
+    raise ValueError(f'input_shape must be (height, width, channels), got {input_shape}')
+  return FunctionalModel(MODELS[model_cfg.name](model_cfg, tuple(input_shape), **family_args))

@@ -7,10 +7,10 @@ GroupNorm stands in for BatchNorm so the module holds no running statistics.
 
 from __future__ import annotations
 
-import math
-
 import jax
 from flax import nnx
+
+from jaxgen.models import layers
 
 _INIT = nnx.initializers.normal(0.02)  # the pix2pix / taming initialisation
 
@@ -27,7 +27,7 @@ class PatchDiscriminator(nnx.Module):
     convs, norms = [], []
     for i in range(1, num_layers + 1):
       convs.append(conv(widths[i - 1], widths[i], 2 if i < num_layers else 1, bias=False))
-      norms.append(nnx.GroupNorm(widths[i], num_groups=math.gcd(widths[i], 32), rngs=rngs))
+      norms.append(layers.group_norm(widths[i], rngs))
     self.convs = nnx.List(convs)
     self.norms = nnx.List(norms)
     self.conv_out = conv(widths[-1], 1, 1)

@@ -15,9 +15,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-_ZERO = nnx.initializers.zeros_init()
-_DEFAULT = nnx.initializers.variance_scaling(1.0, 'fan_avg', 'uniform')
-
+from jaxgen.models import layers
 
 # Activation rematerialisation of the res/attention blocks: what the backward pass may keep.
 REMAT_POLICIES = {
@@ -38,9 +36,6 @@ def timestep_embedding(t: jax.Array, dim: int, max_period: float = 10000.0) -> j
   return emb
 
 
-def _groups(channels: int, max_groups: int = 32) -> int:
-  return math.gcd(channels, max_groups)
-
 
 def _dropout(x: jax.Array, rate: float, rng: jax.Array | None) -> jax.Array:
   if rng is None or rate == 0.0:
@@ -49,23 +44,18 @@ def _dropout(x: jax.Array, rate: float, rng: jax.Array | None) -> jax.Array:
   return jnp.where(keep, x / (1.0 - rate), 0.0).astype(x.dtype)
 
 
-def _conv(cin: int, cout: int, k: int, rngs: nnx.Rngs, *, stride: int = 1, zero: bool = False,
-          dtype=None) -> nnx.Conv:
-  return nnx.Conv(cin, cout, kernel_size=(k, k), strides=(stride, stride), padding='SAME',
-                  kernel_init=_ZERO if zero else _DEFAULT, dtype=dtype, rngs=rngs)
-
 
 class ResBlock(nnx.Module):
   """GroupNorm-SiLU-conv, plus a projection of the time embedding, twice."""
 
   def __init__(self, cin: int, cout: int, temb_dim: int, dropout: float, rngs: nnx.Rngs,
                dtype=None):
-    self.norm1 = nnx.GroupNorm(cin, num_groups=_groups(cin), rngs=rngs)
-    self.conv1 = _conv(cin, cout, 3, rngs, dtype=dtype)
-    self.temb = nnx.Linear(temb_dim, cout, kernel_init=_DEFAULT, dtype=dtype, rngs=rngs)
-    self.norm2 = nnx.GroupNorm(cout, num_groups=_groups(cout), rngs=rngs)
-    self.conv2 = _conv(cout, cout, 3, rngs, zero=True, dtype=dtype)
-    self.skip = _conv(cin, cout, 1, rngs, dtype=dtype) if cin != cout else None
+    self.norm1 = layers.group_norm(cin, rngs)
+    self.conv1 = layers.conv(cin, cout, 3, rngs, dtype=dtype)
+    self.temb = nnx.Linear(temb_dim, cout, kernel_init=layers.DEFAULT_INIT, dtype=dtype, rngs=rngs)
+    self.norm2 = layers.group_norm(cout, rngs)
+    self.conv2 = layers.conv(cout, cout, 3, rngs, zero=True, dtype=dtype)
+    self.skip = layers.conv(cin, cout, 1, rngs, dtype=dtype) if cin != cout else None
     self.dropout = dropout
 
   def __call__(self, x, temb, rng):
@@ -82,9 +72,9 @@ class AttnBlock(nnx.Module):
   """Single-head self-attention over all spatial positions (as in DDPM)."""
 
   def __init__(self, channels: int, rngs: nnx.Rngs, dtype=None):
-    self.norm = nnx.GroupNorm(channels, num_groups=_groups(channels), rngs=rngs)
-    self.qkv = _conv(channels, 3 * channels, 1, rngs, dtype=dtype)
-    self.proj = _conv(channels, channels, 1, rngs, zero=True, dtype=dtype)
+    self.norm = layers.group_norm(channels, rngs)
+    self.qkv = layers.conv(channels, 3 * channels, 1, rngs, dtype=dtype)
+    self.proj = layers.conv(channels, channels, 1, rngs, zero=True, dtype=dtype)
 
   def __call__(self, x):
     b, hgt, wid, c = x.shape
@@ -108,11 +98,11 @@ class UNet(nnx.Module):
     self.num_levels = len(ch_mult)
     self.num_res_blocks = num_res_blocks
     temb_dim = 4 * ch
-    self.temb1 = nnx.Linear(ch, temb_dim, kernel_init=_DEFAULT, rngs=rngs)
-    self.temb2 = nnx.Linear(temb_dim, temb_dim, kernel_init=_DEFAULT, rngs=rngs)
+    self.temb1 = nnx.Linear(ch, temb_dim, kernel_init=layers.DEFAULT_INIT, rngs=rngs)
+    self.temb2 = nnx.Linear(temb_dim, temb_dim, kernel_init=layers.DEFAULT_INIT, rngs=rngs)
     # Class-conditional models get one extra "null" label, for classifier-free guidance.
     self.label_emb = nnx.Embed(num_classes + 1, temb_dim, rngs=rngs) if num_classes else None
-    self.conv_in = _conv(in_channels, ch, 3, rngs, dtype=dtype)
+    self.conv_in = layers.conv(in_channels, ch, 3, rngs, dtype=dtype)
 
     down, skips, res = [], [ch], image_size
     cin = ch
@@ -124,7 +114,7 @@ class UNet(nnx.Module):
         cin = cout
         skips.append(cin)
       if level != self.num_levels - 1:
-        down.append(_conv(cin, cin, 3, rngs, stride=2, dtype=dtype))
+        down.append(layers.conv(cin, cin, 3, rngs, stride=2, dtype=dtype))
         skips.append(cin)
         res //= 2
     self.down = nnx.List(down)
@@ -141,11 +131,11 @@ class UNet(nnx.Module):
         up.append(AttnBlock(cout, rngs, dtype) if res in attn_resolutions else None)
         cin = cout
       if level != 0:
-        up.append(_conv(cin, cin, 3, rngs, dtype=dtype))
+        up.append(layers.conv(cin, cin, 3, rngs, dtype=dtype))
         res *= 2
     self.up = nnx.List(up)
-    self.norm_out = nnx.GroupNorm(cin, num_groups=_groups(cin), rngs=rngs)
-    self.conv_out = _conv(cin, in_channels, 3, rngs, zero=True, dtype=dtype)
+    self.norm_out = layers.group_norm(cin, rngs)
+    self.conv_out = layers.conv(cin, in_channels, 3, rngs, zero=True, dtype=dtype)
 
   def _block(self, block: nnx.Module, *args) -> jax.Array:
     if self.remat == 'none':

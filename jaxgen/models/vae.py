@@ -10,36 +10,24 @@ as in the LDM/taming autoencoders). GroupNorm only, so the module is pure.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-_ZERO = nnx.initializers.zeros_init()
-_DEFAULT = nnx.initializers.variance_scaling(1.0, 'fan_avg', 'uniform')
-
-
-def _conv(cin: int, cout: int, k: int, rngs: nnx.Rngs, *, stride: int = 1, zero: bool = False,
-          dtype=None) -> nnx.Conv:
-  return nnx.Conv(cin, cout, kernel_size=(k, k), strides=(stride, stride), padding='SAME',
-                  kernel_init=_ZERO if zero else _DEFAULT, dtype=dtype, rngs=rngs)
-
-
-def _norm(channels: int, rngs: nnx.Rngs) -> nnx.GroupNorm:
-  return nnx.GroupNorm(channels, num_groups=math.gcd(channels, 32), rngs=rngs)
+from jaxgen.models import layers
 
 
 class ResBlock(nnx.Module):
   """GroupNorm-SiLU-conv twice, with a 1x1 projection on the skip when widths differ."""
 
   def __init__(self, cin: int, cout: int, rngs: nnx.Rngs, dtype=None):
-    self.norm1 = _norm(cin, rngs)
-    self.conv1 = _conv(cin, cout, 3, rngs, dtype=dtype)
-    self.norm2 = _norm(cout, rngs)
-    self.conv2 = _conv(cout, cout, 3, rngs, zero=True, dtype=dtype)
-    self.skip = _conv(cin, cout, 1, rngs, dtype=dtype) if cin != cout else None
+    self.norm1 = layers.group_norm(cin, rngs)
+    self.conv1 = layers.conv(cin, cout, 3, rngs, dtype=dtype)
+    self.norm2 = layers.group_norm(cout, rngs)
+    self.conv2 = layers.conv(cout, cout, 3, rngs, zero=True, dtype=dtype)
+    self.skip = layers.conv(cin, cout, 1, rngs, dtype=dtype) if cin != cout else None
 
   def __call__(self, x):
     h = self.conv1(nnx.silu(self.norm1(x)))
@@ -50,17 +38,17 @@ class ResBlock(nnx.Module):
 class Encoder(nnx.Module):
   def __init__(self, *, in_channels: int, ch: int, ch_mult: Sequence[int], num_res_blocks: int,
                rngs: nnx.Rngs, dtype=None):
-    self.conv_in = _conv(in_channels, ch, 3, rngs, dtype=dtype)
+    self.conv_in = layers.conv(in_channels, ch, 3, rngs, dtype=dtype)
     blocks, downs, cin = [], [], ch
     for level, mult in enumerate(ch_mult):
       for _ in range(num_res_blocks):
         blocks.append(ResBlock(cin, ch * mult, rngs, dtype))
         cin = ch * mult
       if level < len(ch_mult) - 1:
-        downs.append(_conv(cin, cin, 3, rngs, stride=2, dtype=dtype))
+        downs.append(layers.conv(cin, cin, 3, rngs, stride=2, dtype=dtype))
     self.blocks = nnx.List(blocks)
     self.downs = nnx.List(downs)
-    self.norm_out = _norm(cin, rngs)
+    self.norm_out = layers.group_norm(cin, rngs)
     self.out_channels = cin
     self.num_res_blocks = num_res_blocks
 
@@ -85,11 +73,11 @@ class Decoder(nnx.Module):
         blocks.append(ResBlock(cin, ch * mult, rngs, dtype))
         cin = ch * mult
       if level > 0:
-        ups.append(_conv(cin, cin, 3, rngs, dtype=dtype))  # after nearest-neighbour 2x
+        ups.append(layers.conv(cin, cin, 3, rngs, dtype=dtype))  # after nearest-neighbour 2x
     self.blocks = nnx.List(blocks)
     self.ups = nnx.List(ups)
-    self.norm_out = _norm(cin, rngs)
-    self.conv_out = _conv(cin, out_channels, 3, rngs, dtype=dtype)
+    self.norm_out = layers.group_norm(cin, rngs)
+    self.conv_out = layers.conv(cin, out_channels, 3, rngs, dtype=dtype)
     self.num_res_blocks = num_res_blocks
 
   def head(self, h):
@@ -129,13 +117,13 @@ class VAE(nnx.Module):
     width = self.encoder.out_channels
     if latent == 'dense':
       flat = self.grid * self.grid * width
-      self.to_moments = nnx.Linear(flat, 2 * latent_dim, kernel_init=_DEFAULT, dtype=dtype,
-                                   rngs=rngs)
-      self.from_latent = nnx.Linear(latent_dim, flat, kernel_init=_DEFAULT, dtype=dtype,
+      self.to_moments = nnx.Linear(flat, 2 * latent_dim, kernel_init=layers.DEFAULT_INIT,
+                                   dtype=dtype, rngs=rngs)
+      self.from_latent = nnx.Linear(latent_dim, flat, kernel_init=layers.DEFAULT_INIT, dtype=dtype,
                                     rngs=rngs)
     else:
-      self.to_moments = _conv(width, 2 * latent_dim, 3, rngs, dtype=dtype)
-      self.from_latent = _conv(latent_dim, self.decoder.in_channels, 3, rngs, dtype=dtype)
+      self.to_moments = layers.conv(width, 2 * latent_dim, 3, rngs, dtype=dtype)
+      self.from_latent = layers.conv(latent_dim, self.decoder.in_channels, 3, rngs, dtype=dtype)
 
   def latent_shape(self) -> tuple[int, ...]:
     if self.latent == 'dense':

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -31,6 +31,14 @@ class Objective:
     reconstructions of fixed evaluation images, and jaxgen-sample can interpolate.
   test_metrics(params, batch, rng) -> {name: [B] per-example values}: what jaxgen-eval
     averages over the evaluation split (a VAE's bounds in bits/dim, an autoencoder's PSNR).
+
+  What the family declares, so shared code never tests its name:
+  progress_metrics: the metrics printed on the progress line, in order.
+  sample_options: {name: type} of the keyword options `sample` takes (a sampler, a number of
+    steps, a truncation psi); jaxgen-sample and jaxgen-eval accept them as
+    `--sample.NAME=VALUE`, checked and converted against this.
+  best_metric: (jaxgen-eval result key, lower_is_better) that marks a run's best checkpoint
+    when there is no FID; None leaves it to the generated-image metrics.
   """
 
   init: Callable[[jax.Array], State]
@@ -41,6 +49,22 @@ class Objective:
   encode: Callable[[Any, jax.Array], jax.Array] | None = None
   decode: Callable[[Any, jax.Array], jax.Array] | None = None
   test_metrics: Callable[[Any, Batch, jax.Array], dict[str, jax.Array]] | None = None
+  progress_metrics: tuple[str, ...] = ('loss',)
+  sample_options: Mapping[str, type] = dataclasses.field(default_factory=dict)
+  best_metric: tuple[str, bool] | None = None
+
+
+class Partial(NamedTuple):
+  """A metric computed on some steps only (a lazy regulariser every k steps, a
+  discriminator before it starts): `present` is 1.0 on the steps where `value` means
+  something. The trainer averages it over those steps alone, with no host sync."""
+
+  value: jax.Array
+  present: jax.Array
+
+
+def only_when(present: jax.Array, value: jax.Array) -> Partial:
+  return Partial(jnp.asarray(value, jnp.float32), jnp.asarray(present, jnp.float32))
 
 
 def to_uint8(images: jax.Array) -> jax.Array:
@@ -48,13 +72,17 @@ def to_uint8(images: jax.Array) -> jax.Array:
   return jnp.clip(jnp.round((images + 1.0) * 127.5), 0, 255).astype(jnp.uint8)
 
 
+def image_shape(data_cfg) -> tuple[int, int, int]:
+  """(H, W, C) of the images of a `config.data` section."""
+  return (data_cfg.image_size, data_cfg.image_size, data_cfg.channels)
+
+
 def image_batch_shapes(config) -> Callable[[int], dict[str, tuple[tuple[int, ...], Any]]]:
   """`batch_shapes` of a family trained on the images (and labels, if any) of config.data."""
   data = config.data
 
   def batch_shapes(batch_size: int):
-    shapes = {'image': ((batch_size, data.image_size, data.image_size, data.channels),
-                        jnp.float32)}
+    shapes = {'image': ((batch_size, *image_shape(data)), jnp.float32)}
     if data.label_key:
       shapes['label'] = ((batch_size,), jnp.int32)
     return shapes

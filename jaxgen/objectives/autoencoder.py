@@ -16,13 +16,15 @@ ratios, and so the training, are the same up to Adam's epsilon).
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
 
-from jaxgen import models, optim, validate
-from jaxgen.objectives import Objective, image_batch_shapes, likelihoods, to_uint8, vae
+from jaxgen import models, objectives, optim, validate
+from jaxgen.objectives import Objective, likelihoods, only_when, to_uint8, vae
 
 
 def psnr(x: jax.Array, x_hat: jax.Array) -> jax.Array:
@@ -42,6 +44,13 @@ def _with_head_kernel(params, kernel):
                                                           'kernel': kernel}}}
 
 
+def known_values(config: ml_collections.ConfigDict) -> dict[str, tuple]:
+  """Allowed values of the config fields this family reads."""
+  del config
+  return {'autoencoder.reconstruction': ('l1', 'l2'), 'model.latent': ('spatial',),
+          'discriminator.name': ('patchgan',)}
+
+
 def make_objective(config: ml_collections.ConfigDict) -> Objective:
   acfg = config.autoencoder
   if config.grad_accum_steps != 1:
@@ -49,12 +58,12 @@ def make_objective(config: ml_collections.ConfigDict) -> Objective:
         'config.grad_accum_steps must be 1 for autoencoder_kl: its discriminator step needs '
         'the whole batch of reconstructions')
   vae.check_downsampling(config)
-  channels = config.data.channels
-  model = models.build(config.model, config.data, out_channels=channels)
-  disc = models.build(config.discriminator, config.data)
-  tx_ae, lr_ae = optim.build_optimizer(config.optimizer, config.total_steps)
-  tx_d, _ = optim.build_optimizer(config.discriminator_optimizer, config.total_steps)
-  num_dims = config.data.image_size ** 2 * channels
+  image_shape = objectives.image_shape(config.data)
+  model = models.build(config.model, image_shape, out_channels=image_shape[2])
+  disc = models.build(config.discriminator, image_shape)
+  opt_ae = optim.build_optimizer(config.optimizer, config.total_steps)
+  opt_d = optim.build_optimizer(config.discriminator_optimizer, config.total_steps)
+  num_dims = math.prod(image_shape)
 
   def rec_loss(x, x_hat):
     error = jnp.abs(x - x_hat) if acfg.reconstruction == 'l1' else jnp.square(x - x_hat)
@@ -64,8 +73,8 @@ def make_objective(config: ml_collections.ConfigDict) -> Objective:
     ae_rng, d_rng = jax.random.split(rng)
     params = {'autoencoder': model.init(ae_rng), 'discriminator': disc.init(d_rng)}
     return {'step': jnp.zeros((), jnp.int32), 'params': params,
-            'opt_state': {'autoencoder': tx_ae.init(params['autoencoder']),
-                          'discriminator': tx_d.init(params['discriminator'])}}
+            'opt_state': {'autoencoder': opt_ae.init(params['autoencoder']),
+                          'discriminator': opt_d.init(params['discriminator'])}}
 
   def ae_loss_fn(ae_params, d_params, x, rng, disc_factor):
     mean, logvar = model.apply(ae_params, x, method='encode')
@@ -104,16 +113,16 @@ def make_objective(config: ml_collections.ConfigDict) -> Objective:
     disc_factor = disc_on.astype(jnp.float32)
     (ae_loss, (x_hat, scalars)), ae_grads = jax.value_and_grad(ae_loss_fn, has_aux=True)(
         params['autoencoder'], params['discriminator'], x, rng, disc_factor)
-    ae_updates, ae_opt = tx_ae.update(ae_grads, opt_state['autoencoder'], params['autoencoder'])
-    new_ae = optax.apply_updates(params['autoencoder'], ae_updates)
+    new_ae, ae_opt, learning_rate = opt_ae.update(ae_grads, opt_state['autoencoder'],
+                                                  params['autoencoder'], state['step'])
 
     (d_loss, d_scalars), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(
         params['discriminator'], x, jax.lax.stop_gradient(x_hat))
 
     def update_discriminator(operands):
       d_params, d_opt, grads = operands
-      updates, d_opt = tx_d.update(grads, d_opt, d_params)
-      return optax.apply_updates(d_params, updates), d_opt
+      # Its schedule (a warm-up, say) starts when it does: the same counter, offset.
+      return opt_d.update(grads, d_opt, d_params, state['step'] - acfg.disc_start)[:2]
 
     # Frozen (parameters and optimizer state untouched) until disc_start.
     new_d, d_opt = jax.lax.cond(disc_on, update_discriminator, lambda operands: operands[:2],
@@ -121,9 +130,13 @@ def make_objective(config: ml_collections.ConfigDict) -> Objective:
     new_state = {'step': state['step'] + 1,
                  'params': {'autoencoder': new_ae, 'discriminator': new_d},
                  'opt_state': {'autoencoder': ae_opt, 'discriminator': d_opt}}
-    metrics = {'loss': ae_loss, **scalars, 'd_loss': d_loss, **d_scalars,
+    # The discriminator's numbers mean something only once it trains: averaged over those
+    # steps alone. g_loss and d_weight are computed (and logged) before it starts too.
+    disc_metrics = {'d_loss': d_loss, **d_scalars, 'd_grad_norm': optax.global_norm(d_grads)}
+    metrics = {'loss': ae_loss, **scalars,
+               **{k: only_when(disc_factor, v) for k, v in disc_metrics.items()},
                'disc_active': disc_factor, 'grad_norm': optax.global_norm(ae_grads),
-               'd_grad_norm': optax.global_norm(d_grads), 'learning_rate': lr_ae(state['step'])}
+               'learning_rate': learning_rate}
     return new_state, metrics
 
   def encode(params, images):
@@ -140,5 +153,6 @@ def make_objective(config: ml_collections.ConfigDict) -> Objective:
 
   return Objective(init=init, train_step=train_step, sample=None,
                    sample_params=lambda state: state['params']['autoencoder'],
-                   batch_shapes=image_batch_shapes(config), encode=encode, decode=decode,
-                   test_metrics=test_metrics)
+                   batch_shapes=objectives.image_batch_shapes(config), encode=encode,
+                   decode=decode, test_metrics=test_metrics,
+                   progress_metrics=('loss', 'psnr'), best_metric=('test/psnr', False))

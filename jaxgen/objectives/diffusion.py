@@ -9,10 +9,11 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from jaxgen import models, optim
+from jaxgen import models, objectives, optim
 from jaxgen import state as state_lib
-from jaxgen.objectives import Objective, image_batch_shapes, to_uint8
+from jaxgen.objectives import Objective, to_uint8
 from jaxgen.samplers import SAMPLERS, schedules
+from jaxgen.samplers.schedules import SCHEDULES
 
 
 def build_schedule(cfg: ml_collections.ConfigDict) -> schedules.Schedule:
@@ -27,41 +28,47 @@ def diffusion_loss(apply_fn, params, batch: dict[str, jax.Array], example_keys: 
   """Mean squared error of the eps- or v-prediction at a uniformly drawn timestep.
 
   Each example draws its timestep, noise and label drop from its own key, so a batch
-  split into micro-batches (gradient accumulation) sees exactly the same draws.
+  split into micro-batches (gradient accumulation) sees exactly the same draws. Dropout
+  takes a fourth split of the first example's key: a stream no other draw uses.
   """
   x0 = batch['image']
 
   def draws(key):
-    t_key, noise_key, label_key = jax.random.split(key, 3)
+    t_key, noise_key, label_key, dropout_key = jax.random.split(key, 4)
     return (jax.random.randint(t_key, (), 0, schedule.num_timesteps),
             jax.random.normal(noise_key, x0.shape[1:], x0.dtype),
-            jax.random.bernoulli(label_key, label_dropout))
+            jax.random.bernoulli(label_key, label_dropout), dropout_key)
 
-  t, noise, drop = jax.vmap(draws)(example_keys)
+  t, noise, drop, dropout_keys = jax.vmap(draws)(example_keys)
   labels = None
   if num_classes:
     # Drop labels to the null class so the model also learns p(x) (classifier-free guidance).
     labels = jnp.where(drop, num_classes, batch['label'])
   x_t = schedules.q_sample(schedule, x0, t, noise)
   target = noise if prediction == 'eps' else schedules.v_target(schedule, x0, t, noise)
-  dropout_rng = jax.random.fold_in(example_keys[0], 1)
-  out = apply_fn(params, x_t, t, labels, dropout_rng=dropout_rng)
+  out = apply_fn(params, x_t, t, labels, dropout_rng=dropout_keys[0])
   return jnp.mean(jnp.square(out.astype(jnp.float32) - target))
 
 
+def known_values(config: ml_collections.ConfigDict) -> dict[str, tuple]:
+  """Allowed values of the config fields this family reads."""
+  return {'diffusion.sampler': tuple(SAMPLERS), 'diffusion.schedule': tuple(SCHEDULES),
+          'diffusion.prediction': ('eps', 'v')}
+
+
 def make_objective(config: ml_collections.ConfigDict) -> Objective:
-  model = models.build(config.model, config.data)
+  image_shape = objectives.image_shape(config.data)
+  model = models.build(config.model, image_shape)
   dcfg = config.diffusion
   schedule = build_schedule(dcfg)
-  tx, lr_schedule = optim.build_optimizer(config.optimizer, config.total_steps)
+  optimizer = optim.build_optimizer(config.optimizer, config.total_steps)
   num_classes = config.model.num_classes
-  image_shape = (config.data.image_size, config.data.image_size, config.data.channels)
 
   def init(rng):
     params = model.init(rng)
     return {'step': jnp.zeros((), jnp.int32), 'params': params,
             'ema_params': jax.tree_util.tree_map(jnp.copy, params),
-            'opt_state': tx.init(params)}
+            'opt_state': optimizer.init(params)}
 
   loss_fn = functools.partial(diffusion_loss, model.apply, schedule=schedule,
                               prediction=dcfg.prediction, num_classes=num_classes,
@@ -71,24 +78,29 @@ def make_objective(config: ml_collections.ConfigDict) -> Objective:
     example_keys = jax.random.split(rng, batch['image'].shape[0])
     loss, grads = optim.accumulate_gradients(loss_fn, state['params'], batch, example_keys,
                                              config.grad_accum_steps)
-    updates, opt_state = tx.update(grads, state['opt_state'], state['params'])
-    params = optax.apply_updates(state['params'], updates)
+    params, opt_state, learning_rate = optimizer.update(grads, state['opt_state'],
+                                                        state['params'], state['step'])
     decay = state_lib.ema_decay_at(state['step'], config.ema.decay, config.ema.warmup)
     new_state = {'step': state['step'] + 1, 'params': params,
                  'ema_params': state_lib.ema_update(state['ema_params'], params, decay),
                  'opt_state': opt_state}
     metrics = {'loss': loss, 'grad_norm': optax.global_norm(grads),
-               'learning_rate': lr_schedule(state['step']), 'ema_decay': decay}
+               'learning_rate': learning_rate, 'ema_decay': decay}
     return new_state, metrics
 
   def sample(params, rng, n, *, sampler=None, steps=None, eta=None, labels=None,
              guidance_scale=None):
+    """`labels`: one class for every image, or a comma-separated list cycled over them
+    (class-conditional models; default: the classes in turn)."""
     sampler = sampler or dcfg.sampler
     kwargs = {'steps': steps or dcfg.sample_steps,
               'eta': dcfg.eta if eta is None else eta}
     scale = dcfg.guidance_scale if guidance_scale is None else guidance_scale
-    if num_classes and labels is None:
-      labels = jnp.arange(n) % num_classes
+    if num_classes:
+      labels = class_labels(labels, n, num_classes)
+    elif labels is not None:
+      raise ValueError('sample option labels: this model is not class-conditional '
+                       '(model.num_classes=0)')
 
     def denoise(x, t):
       if num_classes and scale != 1.0:
@@ -106,4 +118,25 @@ def make_objective(config: ml_collections.ConfigDict) -> Objective:
 
   return Objective(init=init, train_step=train_step, sample=sample,
                    sample_params=lambda state: state['ema_params'],
-                   batch_shapes=image_batch_shapes(config))
+                   batch_shapes=objectives.image_batch_shapes(config),
+                   progress_metrics=('loss',), sample_options=SAMPLE_OPTIONS)
+
+
+SAMPLE_OPTIONS = {'sampler': str, 'steps': int, 'eta': float, 'guidance_scale': float,
+                  'labels': str}
+
+
+def class_labels(labels, n: int, num_classes: int) -> jax.Array:
+  """[n] int labels from None (0, 1, 2, ... cycled), an int, or a string like '3' or '0,5'."""
+  if labels is None:
+    return jnp.arange(n) % num_classes
+  if isinstance(labels, str):
+    try:
+      values = [int(part) for part in labels.split(',') if part.strip()]
+    except ValueError:
+      values = []
+    if not values or not all(0 <= v < num_classes for v in values):
+      raise ValueError(f'sample option labels={labels!r}: give class indices in '
+                       f'[0, {num_classes}), e.g. 3 or 0,1,2')
+    return jnp.asarray(values * (-(-n // len(values))), jnp.int32)[:n]
+  return jnp.broadcast_to(jnp.asarray(labels, jnp.int32), (n,))

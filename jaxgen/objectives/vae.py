@@ -17,9 +17,9 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from jaxgen import models, optim, validate
+from jaxgen import models, objectives, optim, validate
 from jaxgen.models.functional import FunctionalModel
-from jaxgen.objectives import Objective, image_batch_shapes, likelihoods, to_uint8
+from jaxgen.objectives import Objective, likelihoods, to_uint8
 
 
 def kl_weight_at(step: jax.Array, beta: float, warmup_steps: int) -> jax.Array:
@@ -87,19 +87,27 @@ def check_downsampling(config: ml_collections.ConfigDict) -> None:
         f'or pad the images to a multiple of {factor} (data.image_size, data.resize="pad")')
 
 
+def known_values(config: ml_collections.ConfigDict) -> dict[str, tuple]:
+  """Allowed values of the config fields this family reads."""
+  del config
+  return {'vae.likelihood': likelihoods.LIKELIHOODS, 'model.latent': ('dense',)}
+
+
 def make_objective(config: ml_collections.ConfigDict) -> Objective:
   check_downsampling(config)
   vcfg = config.vae
   lik = likelihoods.build(vcfg.likelihood, vcfg.gaussian_scale)
-  channels = config.data.channels
-  model = models.build(config.model, config.data, out_channels=channels * lik.channels_per_pixel)
+  image_shape = objectives.image_shape(config.data)
+  channels = image_shape[2]
+  model = models.build(config.model, image_shape, out_channels=channels * lik.channels_per_pixel)
   latent_shape = model.attribute('latent_shape')()
-  num_dims = config.data.image_size ** 2 * channels
-  tx, lr_schedule = optim.build_optimizer(config.optimizer, config.total_steps)
+  num_dims = math.prod(image_shape)
+  optimizer = optim.build_optimizer(config.optimizer, config.total_steps)
 
   def init(rng):
     params = model.init(rng)
-    return {'step': jnp.zeros((), jnp.int32), 'params': params, 'opt_state': tx.init(params)}
+    return {'step': jnp.zeros((), jnp.int32), 'params': params,
+            'opt_state': optimizer.init(params)}
 
   def loss_fn(params, batch, example_keys, *, kl_weight):
     recon, kl = elbo_terms(model, lik, params, batch['image'], example_keys)
@@ -113,13 +121,13 @@ def make_objective(config: ml_collections.ConfigDict) -> Objective:
     (loss, scalars), grads = optim.accumulate_gradients(
         functools.partial(loss_fn, kl_weight=kl_weight), state['params'], batch, example_keys,
         config.grad_accum_steps, has_aux=True)
-    updates, opt_state = tx.update(grads, state['opt_state'], state['params'])
-    new_state = {'step': state['step'] + 1,
-                 'params': optax.apply_updates(state['params'], updates), 'opt_state': opt_state}
+    params, opt_state, learning_rate = optimizer.update(grads, state['opt_state'],
+                                                        state['params'], state['step'])
+    new_state = {'step': state['step'] + 1, 'params': params, 'opt_state': opt_state}
     metrics = {'loss': loss, **scalars,
                'bits_per_dim': likelihoods.bits_per_dim(scalars['nelbo_nats'], num_dims),
                'kl_weight': kl_weight, 'grad_norm': optax.global_norm(grads),
-               'learning_rate': lr_schedule(state['step'])}
+               'learning_rate': learning_rate}
     return new_state, metrics
 
   def decode(params, z):
@@ -146,5 +154,7 @@ def make_objective(config: ml_collections.ConfigDict) -> Objective:
 
   return Objective(init=init, train_step=train_step, sample=sample,
                    sample_params=lambda state: state['params'],
-                   batch_shapes=image_batch_shapes(config),
-                   encode=encode, decode=decode, test_metrics=test_metrics)
+                   batch_shapes=objectives.image_batch_shapes(config),
+                   encode=encode, decode=decode, test_metrics=test_metrics,
+                   progress_metrics=('loss', 'bits_per_dim'),
+                   best_metric=('test/nelbo_bits_per_dim', True))

@@ -1,0 +1,63 @@
+"""The periodic image grids of a training run: samples from fixed noise, and
+reconstructions of fixed evaluation images for families that encode."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+from etils import epath
+
+from jaxgen import build, metrics, objectives, paths
+from jaxgen.data import pipeline
+
+SAMPLES_DIR = 'samples'
+
+
+def paired_grid(originals: np.ndarray, reconstructions: np.ndarray, columns: int = 8
+                ) -> np.ndarray:
+  """Rows of up to `columns` originals, each followed by a row of their reconstructions."""
+  rows = []
+  for start in range(0, len(originals), columns):
+    rows += [originals[start:start + columns], reconstructions[start:start + columns]]
+  width = min(columns, len(originals))
+  padded = [np.concatenate([r, np.zeros((width - len(r), *r.shape[1:]), np.uint8)])
+            for r in rows]
+  return metrics.image_grid(np.concatenate(padded), columns=width)
+
+
+class Grids:
+  """Sample grids drawn from the same noise (`rng`) at every step, as GAN and diffusion
+  codebases do, so grids of different steps show the same samples as training goes on."""
+
+  def __init__(self, s: build.Setup, workdir: str, rng: jax.Array):
+    config = s.config
+    self.directory = paths.workdir_path(workdir) / SAMPLES_DIR
+    self.rng = rng
+    self.sample = (build.jit_sample(s, config.num_sample_images) if s.objective.sample
+                   else None)
+    self.reconstruct, self.originals = None, None
+    if s.objective.encode is not None:
+      images = pipeline.load_images(config.data, config.data.eval_split, config.num_sample_images)
+      self.originals = np.asarray(jax.device_get(objectives.to_uint8(images)))
+      self.reconstruct = build.jit_reconstruct(s, images)
+
+  def images(self, state) -> dict[str, tuple[str, np.ndarray]]:
+    """{file name suffix: (TensorBoard tag, grid)} for `state`."""
+    grids = {}
+    if self.sample:
+      grids[''] = ('samples', metrics.image_grid(self.sample(state, self.rng)))
+    if self.reconstruct:
+      grids['reconstructions_'] = ('reconstructions',
+                                   paired_grid(self.originals, self.reconstruct(state)))
+    return grids
+
+  def write(self, state, step: int, writer: metrics.MetricWriter) -> list[epath.Path]:
+    written = []
+    for prefix, (tag, grid) in self.images(state).items():
+      path = self.directory / f'{prefix}step_{step:07d}.png'
+      if jax.process_index() == 0:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        metrics.save_png(path, grid)
+        writer.write_image(step, tag, grid)
+      written.append(path)
+    return written
