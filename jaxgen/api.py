@@ -23,7 +23,6 @@ import numpy as np
 
 from jaxgen import inference, latents, metrics, objectives, paths
 from jaxgen.jax_setup import configure_jax
-from jaxgen.train import run as _run
 
 __all__ = ['configure_jax', 'load_config', 'train', 'sample', 'interpolate', 'evaluate',
            'SampleResult']
@@ -47,7 +46,7 @@ def load_config(path: str | os.PathLike, variant: str | None = None, **overrides
         node[leaf]  # a missing field raises here (with a suggestion), never gets created
         node[leaf] = value
   except (KeyError, AttributeError) as e:
-    raise validate.ConfigError(validate.missing_field(
+    raise validate.ConfigError(config_files.missing_field(
         e, [k.replace('__', '.') for k in overrides])) from None
   return config
 
@@ -55,7 +54,9 @@ def load_config(path: str | os.PathLike, variant: str | None = None, **overrides
 def train(config: ml_collections.ConfigDict, workdir: str, *, stop_at_step: int | None = None
           ) -> Any:
   """Train (or resume) `config` in `workdir`, printing progress lines; returns the state."""
-  return _run(config, workdir, stop_at_step=stop_at_step)
+  from jaxgen import train as train_lib  # the sampling programs use this module too
+
+  return train_lib.run(config, workdir, stop_at_step=stop_at_step)
 
 
 @dataclasses.dataclass

@@ -5,6 +5,7 @@ program, none of which imports another.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 from typing import Any
 
@@ -27,6 +28,9 @@ class Setup:
   abstract_state: Any
   state_shardings: Any
   batch_sharding: jax.sharding.NamedSharding
+  # The jitted functions built for this setup, so that a second run in the same process
+  # (a notebook training on, a resume in a test) reuses their traces.
+  jitted: dict = dataclasses.field(default_factory=dict, repr=False)
 
   @property
   def restore_target(self) -> Any:
@@ -42,13 +46,32 @@ def abstract_state(config: ml_collections.ConfigDict) -> Any:
   return jax.eval_shape(registry.build_objective(config).init, jax.random.key(0))
 
 
+_SETUPS: collections.OrderedDict = collections.OrderedDict()  # the newest few, by content
+_MAX_SETUPS = 8
+
+
 def setup(config: ml_collections.ConfigDict, devices=None, *, training: bool = True) -> Setup:
   """Validate the config, build the mesh and the objective, lay out the state.
 
   `training=False` (sampling, evaluation) leaves out the checks that only concern training
   batches, such as `global_batch_size` and `grad_accum_steps` dividing over the devices.
+  A config with the same content on the same devices gets the same Setup back (and with it
+  the jitted functions already traced for it).
   """
   devices = list(devices if devices is not None else jax.devices())
+  key = (config.to_json_best_effort(sort_keys=True), tuple(d.id for d in devices),
+         jax.process_count(), training)
+  if key in _SETUPS:
+    _SETUPS.move_to_end(key)
+    return _SETUPS[key]
+  s = _setup(config, devices, training)
+  _SETUPS[key] = s
+  if len(_SETUPS) > _MAX_SETUPS:
+    _SETUPS.popitem(last=False)
+  return s
+
+
+def _setup(config: ml_collections.ConfigDict, devices: list, training: bool) -> Setup:
   validate.validate(config, len(devices), jax.process_count(), registry.known_values(config),
                     training=training)
   mesh = sharding.make_mesh(config.mesh, devices)
@@ -58,17 +81,25 @@ def setup(config: ml_collections.ConfigDict, devices=None, *, training: bool = T
   return Setup(config, mesh, objective, abstract, state_shardings, sharding.batch_sharding(mesh))
 
 
+def _once(s: Setup, key: Any, make):
+  if key not in s.jitted:
+    s.jitted[key] = make()
+  return s.jitted[key]
+
+
 def init_state(s: Setup, rng: jax.Array) -> Any:
   """The state created directly in its sharded layout (never whole on one device)."""
-  return jax.jit(s.objective.init, out_shardings=s.state_shardings)(rng)
+  return _once(s, 'init', lambda: jax.jit(s.objective.init,
+                                          out_shardings=s.state_shardings))(rng)
 
 
 def jit_train_step(s: Setup):
   """The objective's step, jitted with explicit shardings and the state donated."""
   # The guard leaves the state unchanged on a step with NaN/Inf, and flags it in the metrics.
-  return jax.jit(nonfinite.guard(s.objective.train_step),
-                 in_shardings=(s.state_shardings, s.batch_sharding, s.replicated),
-                 out_shardings=(s.state_shardings, s.replicated), donate_argnums=(0,))
+  return _once(s, 'train_step', lambda: jax.jit(
+      nonfinite.guard(s.objective.train_step),
+      in_shardings=(s.state_shardings, s.batch_sharding, s.replicated),
+      out_shardings=(s.state_shardings, s.replicated), donate_argnums=(0,)))
 
 
 def output_sharding(s: Setup, num_images: int) -> jax.sharding.NamedSharding:
@@ -83,8 +114,9 @@ def jit_sample(s: Setup, num_images: int, **sample_options):
   def fn(state, rng):
     return s.objective.sample(s.objective.sample_params(state), rng, num_images,
                               **sample_options)
-  compiled = jax.jit(fn, in_shardings=(s.state_shardings, s.replicated),
-                     out_shardings=output_sharding(s, num_images))
+  compiled = _once(s, ('sample', num_images, tuple(sorted(sample_options.items()))),
+                   lambda: jax.jit(fn, in_shardings=(s.state_shardings, s.replicated),
+                                   out_shardings=output_sharding(s, num_images)))
 
   def sample(state, rng) -> np.ndarray:
     return np.asarray(multihost_utils.process_allgather(compiled(state, rng), tiled=True))

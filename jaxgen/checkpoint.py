@@ -59,6 +59,20 @@ def _to_json(config: ml_collections.ConfigDict) -> dict[str, Any]:
   return json.loads(config.to_json())
 
 
+# orbax splits every replicated array across its replicas so that each device writes a
+# slice ("replica-parallel"): one device-side slice per array per replica. For small arrays
+# that is pure overhead (4,000 slices and 1.7 s of host time per save of the tiny test
+# model on 8 CPU devices); only arrays whose per-replica slice is at least this big are
+# split, the rest are written whole by one replica.
+MIN_REPLICA_SLICE_BYTES = 1 << 20
+
+
+def _use_replica_parallel_for_large_arrays_only() -> None:
+  handler = ocp.type_handlers.ArrayHandler(
+      min_slice_bytes_for_replica_parallel=MIN_REPLICA_SLICE_BYTES)
+  ocp.type_handlers.register_type_handler(jax.Array, handler, override=True)
+
+
 class Checkpointer:
   """Saves every `every` steps (async), keeps the newest `keep`, restores the latest."""
 
@@ -66,6 +80,7 @@ class Checkpointer:
                use_async: bool = True, read_only: bool = False):
     """`read_only` is for readers of a run that may still be training (sample, eval): they
     never create directories or clean up the trainer's in-progress saves."""
+    _use_replica_parallel_for_large_arrays_only()
     self.directory = paths.workdir_path(workdir) / CHECKPOINT_DIR
     self._pending: int | None = None  # the step of an async save not yet known to be complete
     self._size, self._sized = 0, None  # bytes of the newest checkpoint, and its step

@@ -8,6 +8,7 @@ file to reuse a section): its directory is put on the import path before it is l
 from __future__ import annotations
 
 import os
+import re
 import sys
 
 import ml_collections
@@ -29,3 +30,27 @@ def load(path: str | os.PathLike, variant: str | None = None) -> ml_collections.
   name = os.path.basename(os.fspath(path)).removesuffix('.py')
   module = config_flags.config_flags._LoadConfigModule(name, os.fspath(path))
   return module.get_config(variant) if variant is not None else module.get_config()
+
+
+def missing_field(error: BaseException, dotted_paths: list[str] = ()) -> str:
+  """'config has no field model.chh (did you mean model.ch?)' for ml_collections' KeyError
+  (or the AttributeError around it), whose text is "'chh'\nDid you mean "ch" ...?".
+  `dotted_paths` are the fields the user named (e.g. from --config.model.chh=3): the one
+  that holds the missing key gives it its full path."""
+  while isinstance(error, AttributeError) and error.args and isinstance(error.args[0],
+                                                                          BaseException):
+    error = error.args[0]
+  text = str(error.args[0]) if error.args else str(error)
+  key = text.splitlines()[0].strip().strip('\'"')
+  suggestion = re.search(r'Did you mean "([^"]+)"', text)
+  prefix = ''
+  for path in dotted_paths:
+    parts = path.split('.')
+    if key in parts:
+      prefix = '.'.join(parts[:parts.index(key)])
+      prefix += '.' if prefix else ''
+      break
+  message = f'config has no field {prefix}{key}'
+  if suggestion:
+    message += f' (did you mean {prefix}{suggestion.group(1)}?)'
+  return message

@@ -13,7 +13,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxgen import build, checkpoint, metrics, paths, validate
+from jaxgen import build, checkpoint, config_files, metrics, paths
 from jaxgen.objectives import Objective
 
 
@@ -42,8 +42,8 @@ def restore_for_sampling(workdir: str, step: int | None = None):
       s = build.setup(config, training=False)
     except (KeyError, AttributeError) as e:
       raise ValueError(f'the config saved with checkpoint {step} in {directory} does not fit '
-                       f'this jaxgen ({validate.missing_field(e)}): an older jaxgen wrote it; '
-                       'sample it with that version or retrain') from e
+                       f'this jaxgen ({config_files.missing_field(e)}): an older jaxgen wrote '
+                       'it; sample it with that version or retrain') from e
     try:
       state = ckpt.restore(step, s.restore_target)
     except Exception as e:  # noqa: BLE001

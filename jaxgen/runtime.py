@@ -8,7 +8,7 @@ import sys
 
 from absl import flags, logging
 
-from jaxgen import config_files, validate
+from jaxgen import config_files
 
 flags.DEFINE_integer('num_cpu_devices', None,
                      'Simulated CPU devices (default: one per core). Ignored on TPU/GPU.')
@@ -67,7 +67,7 @@ def parse_flags(argv: list[str]) -> list[str]:
   except (AttributeError, KeyError) as e:  # ml_collections: a field the config does not have
     named = [a.split('=')[0].removeprefix('--config.') for a in rest
              if a.startswith('--config.')]
-    fail(validate.missing_field(e, named))
+    fail(config_files.missing_field(e, named))
   return []
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-
 import ml_collections
 
 from jaxgen import sharding
@@ -78,27 +76,3 @@ def _validate_batches(config: ml_collections.ConfigDict, batch_parallel: int,
   _require(config.global_batch_size % num_processes == 0,
            f'config.global_batch_size={config.global_batch_size} is not divisible by the '
            f'{num_processes} processes')
-
-
-def missing_field(error: BaseException, dotted_paths: list[str] = ()) -> str:
-  """'config has no field model.chh (did you mean model.ch?)' for ml_collections' KeyError
-  (or the AttributeError around it), whose text is "'chh'\nDid you mean "ch" ...?".
-  `dotted_paths` are the fields the user named (e.g. from --config.model.chh=3): the one
-  that holds the missing key gives it its full path."""
-  while isinstance(error, AttributeError) and error.args and isinstance(error.args[0],
-                                                                          BaseException):
-    error = error.args[0]
-  text = str(error.args[0]) if error.args else str(error)
-  key = text.splitlines()[0].strip().strip('\'"')
-  suggestion = re.search(r'Did you mean "([^"]+)"', text)
-  prefix = ''
-  for path in dotted_paths:
-    parts = path.split('.')
-    if key in parts:
-      prefix = '.'.join(parts[:parts.index(key)])
-      prefix += '.' if prefix else ''
-      break
-  message = f'config has no field {prefix}{key}'
-  if suggestion:
-    message += f' (did you mean {prefix}{suggestion.group(1)}?)'
-  return message

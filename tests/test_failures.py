@@ -84,39 +84,6 @@ def test_guard_catches_non_finite_parameters_with_finite_metrics():
       'step 1: non-finite values in the updated parameters or optimizer state')
 
 
-def test_sigterm_saves_the_step_reached_exits_0_and_the_rerun_resumes(tmp_path, fake_fmnist,
-                                                                     capsys):
-  """A preemption notice: finish the step, save it, say so, exit 0; rerunning resumes."""
-  workdir = tmp_path / 'run'
-  overrides = {'total_steps': 100_000, 'checkpoint_every': 100_000, 'sample_every': 0,
-               'log_every': 1, **fake_fmnist}
-  cmd = [sys.executable, '-u', '-m', 'jaxgen.main',
-         f'--config={REPO}/configs/ddpm_fashion_mnist.py:tiny', f'--workdir={workdir}',
-         '--num_cpu_devices=8'] + [f'--config.{k}={v}' for k, v in overrides.items()]
-  proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-  lines = []
-  deadline = time.time() + 240
-  for line in proc.stdout:  # wait until it is training
-    lines.append(line)
-    if line.startswith('step 3/') or time.time() > deadline:
-      break
-  proc.send_signal(signal.SIGTERM)
-  out, _ = proc.communicate(timeout=120)
-  out = ''.join(lines) + out
-  assert proc.returncode == 0, out[-3000:]
-  saved = int(out.split('SIGTERM: stopped after step ')[1].split()[0])
-  logged = [int(x.split()[1].split('/')[0]) for x in out.splitlines() if x.startswith('step ')]
-  assert saved >= 3 and saved == max(logged)  # the step it had reached, not an older one
-  ckpt = checkpoint.Checkpointer(str(workdir), read_only=True, use_async=False)
-  assert ckpt.all_steps()[-1] == saved
-  ckpt.close()
-
-  capsys.readouterr()
-  rerun = train.run(tiny_config_with(**{**overrides, 'total_steps': saved + 1}), str(workdir))
-  assert int(rerun['step']) == saved + 1
-  assert f'resumed from checkpoint at step {saved}' in capsys.readouterr().out
-
-
 def test_a_workdir_of_another_model_is_refused_and_left_untouched(tmp_path, fake_fmnist):
   workdir = tmp_path / 'run'
   train.run(tiny_config_with(**fake_fmnist), str(workdir), stop_at_step=3)
@@ -143,10 +110,12 @@ def _complete_steps(ckpt_dir):
   return sorted(int(p.name) for p in ckpt_dir.glob('*') if p.name.isdigit())
 
 
-def test_kill_9_mid_save_mid_sampling_and_at_random_then_the_end_equals_a_straight_run(
+def test_sigterm_then_kill_9_mid_save_mid_sampling_and_at_random_end_like_a_straight_run(
     tmp_path, fake_fmnist, capsys):
-  """Each rerun resumes from the newest complete checkpoint; half-written saves are never
-  loaded and are cleaned up; the final parameters equal those of an uninterrupted run."""
+  """A preemption notice first: the trainer finishes the step, saves it, says so and exits
+  0. Then kill -9 three times. Each rerun resumes from the newest complete checkpoint;
+  half-written saves are never loaded and are cleaned up; the final parameters equal those
+  of an uninterrupted run."""
   seed = random.randrange(2**32)
   rng = random.Random(seed)
   workdir = tmp_path / 'run'
@@ -177,10 +146,25 @@ def test_kill_9_mid_save_mid_sampling_and_at_random_then_the_end_equals_a_straig
         return
     raise AssertionError(f'(seed {seed}) the run ended early: {log}')
 
-  for moment in ('mid-save', 'mid-sampling', 'at random'):
+  for moment in ('SIGTERM', 'mid-save', 'mid-sampling', 'at random'):
     newest = (_complete_steps(ckpt_dir) or [None])[-1] if ckpt_dir.exists() else None
     proc = _launch(cmd)
-    if moment == 'mid-save':  # an async save of step >= 4 is being written
+    if moment == 'SIGTERM':
+      lines = []
+      for line in proc.stdout:  # wait until it is training
+        lines.append(line)
+        if line.startswith('step 3/'):
+          break
+      proc.send_signal(signal.SIGTERM)
+      out = ''.join(lines) + proc.communicate(timeout=120)[0]
+      assert proc.returncode == 0, out[-3000:]
+      saved = int(out.split('SIGTERM: stopped after step ')[1].split()[0])
+      logged = [int(x.split()[1].split('/')[0]) for x in out.splitlines()
+                if x.startswith('step ')]
+      # The step it had reached, not an older one, is the newest checkpoint.
+      assert saved >= 3 and saved == max(logged) == _complete_steps(ckpt_dir)[-1], out
+      log.append((moment, _complete_steps(ckpt_dir), []))
+    elif moment == 'mid-save':  # an async save of step >= 4 is being written
       kill_when(proc, lambda: any(int(p.name.split('.')[0]) >= 4
                                   for p in ckpt_dir.glob('*.orbax-checkpoint-tmp*')), moment)
     elif moment == 'mid-sampling':  # the sample grid follows the log line of step 8

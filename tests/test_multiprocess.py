@@ -98,41 +98,12 @@ def test_a_missing_peer_fails_within_the_timeout(tmp_path, prepared_fmnist):
   assert not (tmp_path / 'alone' / 'checkpoints').exists()
 
 
-def test_a_peer_dying_mid_run_stops_the_other_and_a_rerun_resumes(tmp_path, prepared_fmnist):
-  """kill -9 of one process of two: the other fails within the heartbeat timeout instead of
-  hanging, and rerunning both resumes from the newest complete checkpoint."""
-  overrides = {**prepared_fmnist, 'total_steps': 40, 'checkpoint_every': 5}
-  workdir = tmp_path / 'run'
-  procs = _start_two(workdir, overrides, ('--distributed_timeout_s=10',))
-  try:
-    deadline = time.time() + 240
-    while not (workdir / 'checkpoints' / '5').exists():
-      assert time.time() < deadline and procs[0].poll() is None, 'training did not start'
-      time.sleep(0.2)
-    procs[1].kill()
-    killed_at = time.time()
-    out, _ = procs[0].communicate(timeout=90)
-  finally:
-    for proc in procs:
-      proc.kill()
-  assert procs[0].returncode != 0
-  assert time.time() - killed_at < 90
-  assert 'another task died' in out or 'stopped sending heartbeats' in out, out[-3000:]
-  complete = sorted(int(p.name) for p in (workdir / 'checkpoints').iterdir() if p.name.isdigit())
-  assert complete[-1] < 40
-  end = complete[-1] + 1  # one more step is enough to show the resume
-  results = _run_two(workdir, {**overrides, 'total_steps': end})
-  for code, rerun in results:
-    assert code == 0, rerun[-3000:]
-  assert f'resumed from checkpoint at step {complete[-1]}' in results[0][1]
-  assert not list((workdir / 'checkpoints').glob('*tmp*'))
-  assert _restore(workdir, tiny_config_with(**overrides), end)['step'] == end
-
-
-def test_sigterm_to_one_process_saves_one_agreed_step_on_both_and_both_exit_0(
-    tmp_path, prepared_fmnist):
-  """A preemption notice reaching only process 1 (as on a pod slice where one host is
-  reclaimed): JAX's preemption sync point makes both processes save the same step."""
+def test_preemption_of_one_process_then_a_peer_dying_then_a_rerun(tmp_path, prepared_fmnist):
+  """(a) A preemption notice reaching only process 1 (as on a pod slice where one host is
+  reclaimed): JAX's preemption sync point makes both processes save the same step and exit
+  0. (b) The rerun resumes there; kill -9 of one process makes the other fail within the
+  heartbeat timeout instead of hanging. (c) Rerunning both resumes from the newest complete
+  checkpoint. One sequence, so the two-process programs compile (or load) once."""
   overrides = {**prepared_fmnist, 'total_steps': 100_000, 'checkpoint_every': 100_000,
                'log_every': 1}
   workdir = tmp_path / 'run'
@@ -157,3 +128,33 @@ def test_sigterm_to_one_process_saves_one_agreed_step_on_both_and_both_exit_0(
   config = tiny_config_with(**overrides)
   straight = train.run(config, str(tmp_path / 'one'), stop_at_step=saved)
   assert_trees_close(jax.device_get(straight['params']), _restore(workdir, config, saved)['params'])
+
+  # (b) Resumed from `saved`, saving every 2 steps; kill -9 process 1 after the next save.
+  overrides = {**overrides, 'checkpoint_every': 2}
+  procs = _start_two(workdir, overrides, ('--distributed_timeout_s=10',))
+  try:
+    deadline = time.time() + 240
+    while len([p for p in (workdir / 'checkpoints').iterdir() if p.name.isdigit()]) < 3:
+      assert time.time() < deadline and procs[0].poll() is None, 'training did not resume'
+      time.sleep(0.2)
+    procs[1].kill()
+    killed_at = time.time()
+    out, _ = procs[0].communicate(timeout=90)
+  finally:
+    for proc in procs:
+      proc.kill()
+  assert procs[0].returncode != 0
+  assert time.time() - killed_at < 90
+  assert f'resumed from checkpoint at step {saved}' in out
+  assert 'another task died' in out or 'stopped sending heartbeats' in out, out[-3000:]
+  complete = sorted(int(p.name) for p in (workdir / 'checkpoints').iterdir() if p.name.isdigit())
+  assert complete[-1] > saved
+
+  # (c) One more step is enough to show the resume.
+  end = complete[-1] + 1
+  results = _run_two(workdir, {**overrides, 'total_steps': end})
+  for code, rerun in results:
+    assert code == 0, rerun[-3000:]
+  assert f'resumed from checkpoint at step {complete[-1]}' in results[0][1]
+  assert not list((workdir / 'checkpoints').glob('*tmp*'))
+  assert _restore(workdir, tiny_config_with(**overrides), end)['step'] == end

@@ -23,9 +23,10 @@ def test_quickstart_notebook_runs(tmp_path, monkeypatch):
   outputs = [o for cell in notebook.cells if cell.cell_type == 'code' for o in cell.outputs]
   text = ''.join(o.get('text', '') for o in outputs)
   images = [o for o in outputs if 'image/png' in o.get('data', {})]
-  assert 'trained to step 6' in text
+  assert 'step 6/6 | loss' in text and 'trained to step 6' in text  # progress lines
   assert '(32, 28, 28, 1) uint8 from step 6' in text
   assert '16 test images: ' in text and 'bits/dim' in text
+  assert "'evaluated': [6]" in text and "'metric': 'test/nelbo_bits_per_dim'" in text
   # The training grids (samples and reconstructions), the new samples, the two walks and
   # the prior grid.
   assert len(images) == 2 + 1 + 3, [o.get('data', {}).keys() for o in outputs]

@@ -128,9 +128,10 @@ def _with(**model_fields):
     config.model.dropout = 0.0
     config.optimizer.learning_rate = 3e-3
     config.optimizer.decay = 'constant'
-    config.total_steps = 60
+    config.total_steps = 100
     config.model.update(model_fields)
-  return build.setup(config)
+  # One device, as test_train's overfitting test (the same program for remat='none').
+  return build.setup(config, devices=jax.devices()[:1])
 
 
 def test_bfloat16_compute_with_float32_params_trains():
@@ -142,7 +143,7 @@ def test_bfloat16_compute_with_float32_params_trains():
   convolutions = [line for line in hlo.splitlines() if 'stablehlo.convolution' in line]
   assert convolutions and all('bf16' in line for line in convolutions)
   losses = []
-  for i in range(60):
+  for i in range(45):
     state, m = step(state, batch, jax.random.key(i))
     losses.append(float(m['loss']))
   for part in ('params', 'ema_params', 'opt_state'):
@@ -170,22 +171,22 @@ def test_remat_gives_the_same_loss_and_gradients():
 
 
 def test_a_run_trained_with_gradient_accumulation_samples_and_evaluates(tmp_path):
-  """Sampling and evaluation must not inherit training-only constraints: here 16 examples
-  in 2 micro-batches over 8 devices trained fine, but a sampler on fewer devices has no
-  batch of 16 to split."""
+  """Sampling and evaluation must not inherit training-only constraints: 32 examples in 4
+  micro-batches over 8 devices train fine, but a sampler has no such batch to split."""
   import tensorflow_datasets as tfds
 
   from jaxgen import inference
   from jaxgen.eval import evaluate
 
   config = load_config('tiny')
-  with config.unlocked():
-    config.grad_accum_steps, config.total_steps, config.sample_every = 2, 1, 0
+  with config.unlocked():  # the accum=4 config above: its compiled step is reused
+    config.global_batch_size, config.grad_accum_steps, config.sample_every = 32, 4, 0
+    config.model.dropout, config.model.num_classes = 0.0, 10
   workdir = str(tmp_path / 'run')
   with tfds.testing.mock_data(num_examples=64):
-    train.run(config, workdir)
+    train.run(config, workdir, stop_at_step=1)
   s, state, step, saved = inference.restore_for_sampling(workdir)
-  assert step == 1 and saved.grad_accum_steps == 2
+  assert step == 1 and saved.grad_accum_steps == 4
   images, _, _ = inference.sample_from_workdir(workdir, num_images=3,
                                                options={'steps': 2})
   assert images.shape == (3, 28, 28, 1)
