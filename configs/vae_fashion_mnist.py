@@ -55,7 +55,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.optimizer.warmup_steps = 100
   elif variant == 'tiny':
     common.tiny(config)
-    config.model.update(dict(ch=8, ch_mult=(1, 2), num_res_blocks=1, latent_dim=4))
+    config.model.update(dict(ch=8, ch_mult=(1,), num_res_blocks=1, latent_dim=4))
     config.vae.kl_warmup_steps = 4
     config.vae.iw_samples = 4
 

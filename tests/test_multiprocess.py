@@ -68,27 +68,6 @@ def _restore(workdir, config, step):
   return jax.device_get(state)
 
 
-def test_two_processes_train_like_one_and_checkpoints_cross_over(tmp_path, prepared_fmnist):
-  config = tiny_config_with(**prepared_fmnist)
-  # (a) 2 processes x 4 devices for 6 steps == 1 process x 8 devices.
-  two = tmp_path / 'two'
-  for code, out in _run_two(two, prepared_fmnist):
-    assert code == 0, out[-3000:]
-  one = train.run(config, str(tmp_path / 'one'))
-  two_state = _restore(two, config, 6)  # (b) written by 2 processes, read by 1
-  assert_trees_close(jax.device_get(one['params']), two_state['params'])
-  assert_trees_close(jax.device_get(one['opt_state']), two_state['opt_state'])
-  # (b) written by 1 process (3 steps), resumed by 2 processes to step 6.
-  mixed = tmp_path / 'mixed'  # the one-process run as it was at step 3
-  shutil.copytree(tmp_path / 'one', mixed)
-  shutil.rmtree(mixed / 'checkpoints' / '6')
-  results = _run_two(mixed, prepared_fmnist)
-  for code, out in results:
-    assert code == 0, out[-3000:]
-  assert 'resumed from checkpoint at step 3' in results[0][1]
-  assert_trees_close(jax.device_get(one['params']), _restore(mixed, config, 6)['params'])
-
-
 def test_a_missing_peer_fails_within_the_timeout(tmp_path, prepared_fmnist):
   start = time.time()
   [(code, out)] = _run_two(tmp_path / 'alone', prepared_fmnist, timeout=120, only_first=True,
@@ -98,21 +77,29 @@ def test_a_missing_peer_fails_within_the_timeout(tmp_path, prepared_fmnist):
   assert not (tmp_path / 'alone' / 'checkpoints').exists()
 
 
-def test_preemption_of_one_process_then_a_peer_dying_then_a_rerun(tmp_path, prepared_fmnist):
-  """(a) A preemption notice reaching only process 1 (as on a pod slice where one host is
-  reclaimed): JAX's preemption sync point makes both processes save the same step and exit
-  0. (b) The rerun resumes there; kill -9 of one process makes the other fail within the
-  heartbeat timeout instead of hanging. (c) Rerunning both resumes from the newest complete
-  checkpoint. One sequence, so the two-process programs compile (or load) once."""
+def test_two_processes_train_like_one_across_a_preemption_a_peer_death_and_reruns(
+    tmp_path, prepared_fmnist):
+  """One sequence, so the two-process programs compile (or load) once:
+  (a) 1 process x 8 devices trains to step 2; 2 processes x 4 devices resume from that
+      checkpoint (it crosses over from 1 process to 2);
+  (b) a preemption notice reaches only process 1 (as on a pod slice where one host is
+      reclaimed): JAX's preemption sync point makes both save the same step and exit 0, and
+      that checkpoint, read by 1 process, equals a 1-process run to the same step;
+  (c) the rerun resumes there; kill -9 of one process makes the other fail within the
+      heartbeat timeout instead of hanging;
+  (d) rerunning both resumes from the newest complete checkpoint."""
   overrides = {**prepared_fmnist, 'total_steps': 100_000, 'checkpoint_every': 100_000,
                'log_every': 1}
-  workdir = tmp_path / 'run'
+  config = tiny_config_with(**overrides)
+  one, workdir = tmp_path / 'one', tmp_path / 'run'
+  train.run(config, str(one), stop_at_step=2)
+  shutil.copytree(one, workdir)
   procs = _start_two(workdir, overrides, ('--distributed_timeout_s=30',))
   try:
     lines, deadline = [], time.time() + 240
     for line in procs[0].stdout:  # process 0 prints the progress lines
       lines.append(line)
-      if line.startswith('step 3/') or time.time() > deadline:
+      if line.startswith('step 4/') or time.time() > deadline:
         break
     procs[1].send_signal(signal.SIGTERM)
     outputs = [proc.communicate(timeout=120)[0] for proc in procs]
@@ -121,20 +108,23 @@ def test_preemption_of_one_process_then_a_peer_dying_then_a_rerun(tmp_path, prep
       proc.kill()
   out = ''.join(lines) + outputs[0]
   assert [proc.returncode for proc in procs] == [0, 0], out[-3000:] + outputs[1][-3000:]
+  assert 'resumed from checkpoint at step 2' in out
   saved = int(out.split('SIGTERM: stopped after step ')[1].split()[0])
   ckpt = checkpoint.Checkpointer(str(workdir), read_only=True, use_async=False)
-  assert ckpt.all_steps() == [1, saved]  # orbax's first save, and the agreed step
+  assert ckpt.all_steps() == [1, 2, saved]  # the 1-process run's, and the agreed step
   ckpt.close()
-  config = tiny_config_with(**overrides)
-  straight = train.run(config, str(tmp_path / 'one'), stop_at_step=saved)
-  assert_trees_close(jax.device_get(straight['params']), _restore(workdir, config, saved)['params'])
+  straight = train.run(config, str(one), stop_at_step=saved)  # resumes from 2 in 1 process
+  two = _restore(workdir, config, saved)  # written by 2 processes, read by 1
+  assert_trees_close(jax.device_get(straight['params']), two['params'])
+  assert_trees_close(jax.device_get(straight['opt_state']), two['opt_state'])
 
-  # (b) Resumed from `saved`, saving every 2 steps; kill -9 process 1 after the next save.
+  # (c) Resumed from `saved`, saving every 2 steps; kill -9 process 1 after the next save.
   overrides = {**overrides, 'checkpoint_every': 2}
   procs = _start_two(workdir, overrides, ('--distributed_timeout_s=10',))
   try:
     deadline = time.time() + 240
-    while len([p for p in (workdir / 'checkpoints').iterdir() if p.name.isdigit()]) < 3:
+    while max(int(p.name) for p in (workdir / 'checkpoints').iterdir()
+              if p.name.isdigit()) <= saved:
       assert time.time() < deadline and procs[0].poll() is None, 'training did not resume'
       time.sleep(0.2)
     procs[1].kill()
@@ -150,7 +140,7 @@ def test_preemption_of_one_process_then_a_peer_dying_then_a_rerun(tmp_path, prep
   complete = sorted(int(p.name) for p in (workdir / 'checkpoints').iterdir() if p.name.isdigit())
   assert complete[-1] > saved
 
-  # (c) One more step is enough to show the resume.
+  # (d) One more step is enough to show the resume.
   end = complete[-1] + 1
   results = _run_two(workdir, {**overrides, 'total_steps': end})
   for code, rerun in results:

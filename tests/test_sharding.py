@@ -45,7 +45,7 @@ def test_train_state_and_batch_are_laid_out_as_configured(tiny_config, data, fsd
     config.sharding.fsdp_min_size = 1024
   s = build.setup(config)
   state = build.init_state(s, jax.random.key(0))
-  kernel = state['params']['up'][0]['conv1']['kernel']  # (3, 3, 32, 16): 9216 elements
+  kernel = state['params']['up'][0]['conv1']['kernel']  # (3, 3, 16, 8): 1152 elements
   adam_mu = state['opt_state'][1][0].mu['up'][0]['conv1']['kernel']
   bias = state['params']['up'][0]['conv1']['bias']
   expected = P(None, None, 'fsdp', None) if fsdp > 1 else P()
@@ -54,7 +54,7 @@ def test_train_state_and_batch_are_laid_out_as_configured(tiny_config, data, fsd
     assert array.sharding.mesh.shape == {'data': data, 'fsdp': fsdp}
   assert bias.sharding.spec == P()
   if fsdp > 1:  # each device holds half of the big kernel
-    assert kernel.addressable_shards[0].data.shape == (3, 3, 16, 16)
+    assert kernel.addressable_shards[0].data.shape == (3, 3, 8, 8)
   # The batch is split over all 8 devices, whatever the mesh.
   batch = {'image': np.zeros((16, 28, 28, 1), np.float32)}
   global_batch = jax.make_array_from_process_local_data(s.batch_sharding, batch['image'])

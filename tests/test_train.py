@@ -101,6 +101,29 @@ def test_the_step_window_blocks_on_the_step_max_steps_in_flight_back():
     assert waited == list(range(step - 1)), (step, waited)
 
 
+@pytest.mark.skipif(not os.path.exists(FMNIST_FILES),
+                    reason=f'Fashion-MNIST IDX files not in {fashion_mnist.DEFAULT_IDX_DIR} '
+                    '(apt-get install dataset-fashion-mnist)')
+def test_end_to_end_on_real_fashion_mnist(tmp_path):
+  workdir = str(tmp_path / 'run')
+  config = tiny_config_with(**{'data.data_dir': str(tmp_path / 'tfds'), 'total_steps': 4,
+                      'sample_every': 0})
+  state = train.run(config, workdir)
+  assert int(state['step']) == 4
+  from jaxgen.data import pipeline
+
+  source = pipeline.load_source(config.data)
+  assert len(source) == 60_000 and len(pipeline.load_source(config.data, 'test')) == 10_000
+  batch = next(pipeline.make_iterator(
+      pipeline.make_dataset(config.data, 16, seed=0), num_threads=1))
+  # Real garments: mostly black background (-1) with bright pixels, labels 0..9.
+  assert batch['image'].shape == (16, 28, 28, 1)
+  assert (batch['image'] == -1).mean() > 0.3 and batch['image'].max() > 0.9
+  assert set(batch['label']) <= set(range(10))
+  records = [json.loads(line) for line in open(os.path.join(workdir, 'metrics.jsonl'))]
+  assert records[-1]['step'] == 4 and np.isfinite(records[-1]['loss'])
+
+
 def test_checkpoint_restores_onto_a_different_mesh(tmp_path):
   workdir = str(tmp_path / 'run')
   config = tiny_config_with(**{'mesh.data': 4, 'mesh.fsdp': 2, 'sharding.fsdp_min_size': 1024,
