@@ -30,16 +30,11 @@ def load_config(variant: str | None = 'tiny', name: str = 'ddpm_fashion_mnist'):
 
 def tiny_config_with(config_name: str = 'ddpm_fashion_mnist', **overrides):
   """The tiny variant of configs/<config_name>.py with dotted-path overrides, e.g.
-  {'mesh.data': 4}."""
-  config = load_config('tiny', config_name)
-  with config.unlocked():
-    for key, value in overrides.items():
-      node = config
-      *parents, leaf = key.split('.')
-      for part in parents:
-        node = node[part]
-      node[leaf] = value
-  return config
+  {'mesh.data': 4} (through jaxgen.api.load_config: a misspelt field is an error)."""
+  from jaxgen import api
+
+  return api.load_config(os.path.join(REPO, 'configs', f'{config_name}.py'), 'tiny',
+                         **{key.replace('.', '__'): value for key, value in overrides.items()})
 
 
 def write_idx(path, array):

@@ -12,7 +12,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from conftest import assert_trees_equal, run_cli, tiny_config_with
-from jaxgen import api, build, checkpoint, grids, train
+from jaxgen import api, build, checkpoint, grids, metrics, train
 from jaxgen.data import fashion_mnist
 
 FMNIST_FILES = os.path.join(fashion_mnist.DEFAULT_IDX_DIR, 'train-images-idx3-ubyte.gz')
@@ -77,9 +77,11 @@ def test_sample_grids_use_the_same_noise_at_every_step(tmp_path):
   s = build.setup(tiny_config_with())
   state = build.init_state(s, jax.random.key(0))
   image_grids = grids.Grids(s, str(tmp_path), jax.random.key(7))
-  first = image_grids.images(state)['']
-  later = image_grids.images(state)['']  # what a later step draws, for the same weights
-  np.testing.assert_array_equal(first[1], later[1])
+  writer = metrics.MetricWriter(str(tmp_path), enabled=False)
+  # The same weights at two steps: a grid of the same noise is the same image.
+  first, later = (image_grids.write(state, step, writer)[0] for step in (2, 4))
+  assert first.name == 'step_0000002.png' and later.name == 'step_0000004.png'
+  np.testing.assert_array_equal(np.asarray(Image.open(first)), np.asarray(Image.open(later)))
 
 
 def test_the_step_window_blocks_on_the_step_max_steps_in_flight_back():
