@@ -62,6 +62,22 @@ def build_optimizer(cfg: ml_collections.ConfigDict, total_steps: int) -> Optimiz
   return Optimizer(optax.chain(*parts), learning_rate_schedule(cfg, total_steps))
 
 
+def lazy_ratio(interval: int) -> float:
+  """StyleGAN2's c = k / (k + 1) for a regulariser applied as its own update every k steps
+  (1 when there is none): k main updates and one regulariser update per k steps."""
+  return interval / (interval + 1) if interval > 0 else 1.0
+
+
+def lazy_regularised(cfg: ml_collections.ConfigDict, interval: int) -> ml_collections.ConfigDict:
+  """`cfg` with the learning rate x c and Adam's betas to the power c, c = lazy_ratio: the
+  optimizer then moves as far per k steps as one without the extra regulariser updates
+  (Karras et al. 2020, appendix B)."""
+  c = lazy_ratio(interval)
+  scaled = ml_collections.ConfigDict(cfg.to_dict())
+  scaled.learning_rate, scaled.b1, scaled.b2 = cfg.learning_rate * c, cfg.b1**c, cfg.b2**c
+  return scaled
+
+
 def _micro_batches(x: jax.Array, num_micro: int) -> jax.Array:
   """[B, ...] -> [num_micro, B / num_micro, ...], micro-batch i = examples i, i+n, i+2n, ...
 

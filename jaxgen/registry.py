@@ -11,9 +11,9 @@ import ml_collections
 
 from jaxgen import models, nonfinite
 from jaxgen.models.unet import REMAT_POLICIES
-from jaxgen.objectives import Objective, autoencoder, diffusion, vae
+from jaxgen.objectives import Objective, autoencoder, diffusion, gan, vae
 
-FAMILIES = {'diffusion': diffusion, 'vae': vae, 'autoencoder_kl': autoencoder}
+FAMILIES = {'diffusion': diffusion, 'vae': vae, 'autoencoder_kl': autoencoder, 'gan': gan}
 
 
 def known_values(config: ml_collections.ConfigDict) -> dict[str, tuple]:

@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import assert_trees_equal, tiny_config_with, write_fake_fashion_mnist
-from jaxgen import build, train
+from conftest import tiny_config_with, tiny_run_resumes_exactly
+from jaxgen import build
 from jaxgen.objectives import autoencoder
 
 
@@ -76,12 +76,7 @@ def test_discriminator_is_frozen_before_its_start_step():
 
 @pytest.mark.slow
 def test_autoencoder_trains_resumes_exactly_and_reports_psnr(tmp_path):
-  data = write_fake_fashion_mnist(tmp_path / 'fmnist', num_train=64, num_test=16)
-  config = _config(**{'data.manual_dir': str(data), 'data.data_dir': str(tmp_path / 'tfds')})
-  train.run(config, str(tmp_path / 'a'), stop_at_step=3)
-  resumed = train.run(config, str(tmp_path / 'a'))
-  straight = train.run(config, str(tmp_path / 'b'))
-  assert_trees_equal(resumed, straight)
+  tiny_run_resumes_exactly('autoencoder_kl_fashion_mnist', tmp_path)
   lines = [json.loads(line) for line in (tmp_path / 'a' / 'metrics.jsonl').read_text().splitlines()]
   # disc_start=3: off for steps 1-2; the line at 4 covers step 4 alone (resumed at 3).
   assert [line['disc_active'] for line in lines] == [0.0, 1.0, 1.0]

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
+from jaxgen.models import dcgan
 from jaxgen.models.functional import FunctionalModel
 from jaxgen.models.patchgan import PatchDiscriminator
 from jaxgen.models.unet import UNet
@@ -44,7 +45,22 @@ def _patchgan(cfg: ml_collections.ConfigDict, input_shape: Shape):
   return factory
 
 
-MODELS = {'unet': _unet, 'vae': _vae, 'patchgan': _patchgan}
+def _dcgan(cfg: ml_collections.ConfigDict, input_shape: Shape, *, role: str,
+           num_classes: int = 0):
+  """`role`: 'generator' (config.model) or 'discriminator' (config.discriminator)."""
+  size, channels, dtype = input_shape[0], input_shape[2], jnp.dtype(cfg.compute_dtype)
+
+  def factory(rngs: nnx.Rngs):
+    if role == 'generator':
+      return dcgan.Generator(image_size=size, channels=channels, z_dim=cfg.z_dim, ch=cfg.ch,
+                             norm=cfg.norm, num_classes=cfg.num_classes, dtype=dtype, rngs=rngs)
+    return dcgan.Discriminator(image_size=size, channels=channels, ch=cfg.ch, norm=cfg.norm,
+                               num_classes=num_classes, cmap_dim=cfg.cmap_dim, dtype=dtype,
+                               rngs=rngs)
+  return factory
+
+
+MODELS = {'unet': _unet, 'vae': _vae, 'patchgan': _patchgan, 'dcgan': _dcgan}
 
 
 def build(model_cfg: ml_collections.ConfigDict, input_shape: Shape,

@@ -72,6 +72,22 @@ def to_uint8(images: jax.Array) -> jax.Array:
   return jnp.clip(jnp.round((images + 1.0) * 127.5), 0, 255).astype(jnp.uint8)
 
 
+def class_labels(labels, n: int, num_classes: int) -> jax.Array:
+  """[n] int labels from None (0, 1, 2, ... cycled), an int, or a string like '3' or '0,5'."""
+  if labels is None:
+    return jnp.arange(n) % num_classes
+  if isinstance(labels, str):
+    try:
+      values = [int(part) for part in labels.split(',') if part.strip()]
+    except ValueError:
+      values = []
+    if not values or not all(0 <= v < num_classes for v in values):
+      raise ValueError(f'sample option labels={labels!r}: give class indices in '
+                       f'[0, {num_classes}), e.g. 3 or 0,1,2')
+    return jnp.asarray(values * (-(-n // len(values))), jnp.int32)[:n]
+  return jnp.broadcast_to(jnp.asarray(labels, jnp.int32), (n,))
+
+
 def image_shape(data_cfg) -> tuple[int, int, int]:
   """(H, W, C) of the images of a `config.data` section."""
   return (data_cfg.image_size, data_cfg.image_size, data_cfg.channels)

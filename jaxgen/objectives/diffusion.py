@@ -11,7 +11,7 @@ import optax
 
 from jaxgen import models, objectives, optim
 from jaxgen import state as state_lib
-from jaxgen.objectives import Objective, to_uint8
+from jaxgen.objectives import Objective, class_labels, to_uint8
 from jaxgen.samplers import SAMPLERS, schedules
 from jaxgen.samplers.schedules import SCHEDULES
 
@@ -124,19 +124,3 @@ def make_objective(config: ml_collections.ConfigDict) -> Objective:
 
 SAMPLE_OPTIONS = {'sampler': str, 'steps': int, 'eta': float, 'guidance_scale': float,
                   'labels': str}
-
-
-def class_labels(labels, n: int, num_classes: int) -> jax.Array:
-  """[n] int labels from None (0, 1, 2, ... cycled), an int, or a string like '3' or '0,5'."""
-  if labels is None:
-    return jnp.arange(n) % num_classes
-  if isinstance(labels, str):
-    try:
-      values = [int(part) for part in labels.split(',') if part.strip()]
-    except ValueError:
-      values = []
-    if not values or not all(0 <= v < num_classes for v in values):
-      raise ValueError(f'sample option labels={labels!r}: give class indices in '
-                       f'[0, {num_classes}), e.g. 3 or 0,1,2')
-    return jnp.asarray(values * (-(-n // len(values))), jnp.int32)[:n]
-  return jnp.broadcast_to(jnp.asarray(labels, jnp.int32), (n,))

@@ -1,0 +1,116 @@
+"""DCGAN generator and discriminator (Radford et al. 2016) for 28-64 px images.
+
+Generator: z (and a label embedding) -> dense -> base x base feature map, where base is the
+image size halved until it is at most 7 (28 -> 7, 32 -> 4, 64 -> 4); then one 4x4
+transposed convolution of stride 2 per doubling (widths halving down to `ch`), and a 3x3
+convolution to the image channels with tanh. Discriminator: 4x4 convolutions of stride 2
+(widths doubling from `ch`) with LeakyReLU(0.2), no normalisation on the first, down to the
+base size, then one dense layer to the logit, or, class-conditional, to a `cmap_dim`
+vector projected on the label's embedding (Miyato & Koyama 2018, as StyleGAN2 conditions).
+
+Both networks speak the GAN objective's interface (shared with StyleGAN2):
+  generator.mapping(z, labels) -> ws [B, num_ws, w_dim]  (DCGAN: ws = [z, embed(label)], one)
+  generator.synthesis(ws, noise_rng) -> images [B, H, W, C] in [-1, 1]
+  discriminator(images, labels) -> logits [B]
+
+`norm`: 'group' (GroupNorm, 32 groups where the width allows), 'layer' (one group) or
+'none'. DCGAN's BatchNorm is not offered: it keeps running statistics (hidden state) and
+mixes the examples of a batch, which a sharded step would have to synchronise.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from jaxgen.models import layers
+
+_INIT = nnx.initializers.normal(0.02)  # DCGAN's initialisation
+NORMS = ('group', 'layer', 'none')
+
+
+def base_size(image_size: int) -> tuple[int, int]:
+  """(number of 2x resolution steps, starting size): 28 -> (2, 7), 32 -> (3, 4)."""
+  steps, size = 0, image_size
+  while size > 7 and size % 2 == 0:
+    steps, size = steps + 1, size // 2
+  if steps == 0:
+    raise ValueError(f'DCGAN needs an even image size above 7 (28, 32, 64...), got {image_size}')
+  return steps, size
+
+
+def _norm(kind: str, channels: int, rngs: nnx.Rngs):
+  if kind == 'none':
+    return lambda x: x
+  groups = layers.num_groups(channels) if kind == 'group' else 1
+  return nnx.GroupNorm(channels, num_groups=groups, rngs=rngs)
+
+
+class Generator(nnx.Module):
+  def __init__(self, *, image_size: int, channels: int, z_dim: int, ch: int, norm: str,
+               num_classes: int, rngs: nnx.Rngs, dtype=None):
+    steps, self.base = base_size(image_size)
+    self.z_dim, self.num_ws, self.num_classes = z_dim, 1, num_classes
+    self.embed = (nnx.Embed(num_classes, z_dim, embedding_init=_INIT, rngs=rngs)
+                  if num_classes else None)
+    self.w_dim = z_dim * (2 if num_classes else 1)
+    width = ch * 2**steps
+    self.width = width
+    self.project = nnx.Linear(self.w_dim, self.base * self.base * width, kernel_init=_INIT,
+                              dtype=dtype, rngs=rngs)
+    self.norm_in = _norm(norm, width, rngs)
+    ups, norms = [], []
+    for _ in range(steps):
+      ups.append(nnx.ConvTranspose(width, width // 2, kernel_size=(4, 4), strides=(2, 2),
+                                   padding='SAME', kernel_init=_INIT, dtype=dtype, rngs=rngs))
+      norms.append(_norm(norm, width // 2, rngs))
+      width //= 2
+    self.ups, self.norms = nnx.List(ups), nnx.List(norms)
+    self.conv_out = nnx.Conv(width, channels, kernel_size=(3, 3), padding='SAME',
+                             kernel_init=_INIT, dtype=dtype, rngs=rngs)
+
+  def mapping(self, z: jax.Array, labels: jax.Array | None = None) -> jax.Array:
+    w = z
+    if self.embed is not None:
+      w = jnp.concatenate([z, self.embed(labels).astype(z.dtype)], axis=-1)
+    return w[:, None, :]
+
+  def synthesis(self, ws: jax.Array, noise_rng: jax.Array | None = None) -> jax.Array:
+    del noise_rng  # DCGAN draws all its randomness from z
+    h = self.project(ws[:, 0]).reshape(ws.shape[0], self.base, self.base, self.width)
+    h = nnx.relu(self.norm_in(h))
+    for up, norm in zip(self.ups, self.norms):
+      h = nnx.relu(norm(up(h)))
+    return jnp.tanh(self.conv_out(h).astype(jnp.float32))
+
+
+class Discriminator(nnx.Module):
+  def __init__(self, *, image_size: int, channels: int, ch: int, norm: str, num_classes: int,
+               cmap_dim: int, rngs: nnx.Rngs, dtype=None):
+    steps, base = base_size(image_size)
+    convs, norms, width = [], [], channels
+    for i in range(steps):
+      convs.append(nnx.Conv(width, ch * 2**i, kernel_size=(4, 4), strides=(2, 2),
+                            padding=((1, 1), (1, 1)), kernel_init=_INIT, dtype=dtype,
+                            rngs=rngs))
+      norms.append(_norm(norm if i else 'none', ch * 2**i, rngs))
+      width = ch * 2**i
+    self.convs, self.norms = nnx.List(convs), nnx.List(norms)
+    self.cmap_dim = cmap_dim if num_classes else 0
+    self.out = nnx.Linear(base * base * width, self.cmap_dim or 1, kernel_init=_INIT,
+                          dtype=dtype, rngs=rngs)
+    self.embed = (nnx.Embed(num_classes, cmap_dim, embedding_init=nnx.initializers.normal(1.0),
+                            rngs=rngs) if num_classes else None)
+
+  def __call__(self, x: jax.Array, labels: jax.Array | None = None) -> jax.Array:
+    h = x
+    for conv, norm in zip(self.convs, self.norms):
+      h = nnx.leaky_relu(norm(conv(h)), 0.2)
+    out = self.out(h.reshape(h.shape[0], -1)).astype(jnp.float32)
+    if self.embed is None:
+      return out[:, 0]
+    cmap = self.embed(labels).astype(jnp.float32)
+    return jnp.sum(out * cmap, axis=-1) / math.sqrt(self.cmap_dim)
