@@ -34,9 +34,10 @@ def gan(**overrides) -> ml_collections.ConfigDict:
   cfg.w_avg_beta = 0.995  # the tracked mean of w (truncation's centre)
   cfg.ema_kimg = 10.0  # half-life of G's EMA in thousands of images
   cfg.ema_rampup = 0.05  # half-life at most this x images seen so far; 0: no ramp-up
-  cfg.augment = 'diffaugment'  # 'none' | 'diffaugment'
+  cfg.augment = 'diffaugment'  # 'none' | 'diffaugment' | 'ada'
   cfg.diffaugment_policy = 'color,translation,cutout'
-  cfg.ada_target = 0.6  # ADA: the r_t = E[sign D(real)] it steers towards
+  cfg.ada_pipeline = 'bgc'  # ADA's operations: 'bgc' | 'bg' | 'blit' | 'geom' | 'color'
+  cfg.ada_target = 0.6  # ADA: the r_t = E[sign D(real)] it steers p towards; 0: p fixed
   cfg.ada_interval = 4  # steps between adjustments of p
   cfg.ada_kimg = 500.0  # p can go from 0 to 1 in this many thousand images
   cfg.ada_p_init = 0.0

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import tiny_config_with, tiny_run_resumes_exactly
-from jaxgen import augment, build, optim
+from jaxgen import build, optim
 from jaxgen import state as state_lib
 from jaxgen.models import dcgan
 from jaxgen.objectives import gan
@@ -96,34 +96,6 @@ def test_ema_half_life_in_images():
   early = state_lib.ema_decay_images(jnp.asarray(100), 64, 10.0, 0.05)  # 6,400 images seen
   np.testing.assert_allclose(early, 0.5 ** (64 / 320), rtol=1e-6)
   assert float(state_lib.ema_decay_images(jnp.asarray(0), 64, 10.0, 0.05)) == 0.0
-
-
-@pytest.mark.parametrize('name', ['color', 'translation', 'cutout'])
-def test_each_diffaugment_group(name):
-  rng = np.random.default_rng(0)
-  images = jnp.asarray(np.repeat(rng.uniform(-1, 1, (1, 32, 32, 3)), 8, axis=0), jnp.float32)
-  key = jax.random.key(3)
-  same = augment.diff_augment(key, images, name, p=0.0)
-  assert same.dtype == images.dtype and same.shape == images.shape
-  np.testing.assert_array_equal(same, images)
-  out = augment.diff_augment(key, images, name)
-  assert out.shape == images.shape and out.dtype == images.dtype
-  # Per example: eight copies of one image come out (mostly) different from each other.
-  distinct = {np.asarray(o).tobytes() for o in out}
-  assert len(distinct) >= 6, name
-  # Differentiable: a gradient reaches the input, and it is finite.
-  weights = jnp.asarray(rng.normal(size=images.shape), jnp.float32)
-  grad = jax.grad(lambda x: jnp.sum(augment.diff_augment(key, x, name) * weights))(images)
-  assert np.isfinite(grad).all() and float(jnp.abs(grad).sum()) > 0
-
-
-def test_translation_and_cutout_move_and_blank_pixels():
-  image = jnp.arange(64, dtype=jnp.float32).reshape(1, 8, 8, 1) + 1
-  shifted = augment.translation(jax.random.key(0), image[0])
-  # A shift keeps the pixels' order along both axes and fills with zeros.
-  assert (shifted == 0).any() or np.array_equal(shifted, image[0])
-  cut = augment.cutout(jax.random.key(0), image[0])
-  assert 0 < int((cut == 0).sum()) <= 16  # at most a 4x4 square of an 8x8 image
 
 
 def test_truncation_and_style_mixing():

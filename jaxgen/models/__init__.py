@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from jaxgen.models import dcgan
+from jaxgen.models import dcgan, stylegan2
 from jaxgen.models.functional import FunctionalModel
 from jaxgen.models.patchgan import PatchDiscriminator
 from jaxgen.models.unet import UNet
@@ -60,7 +60,27 @@ def _dcgan(cfg: ml_collections.ConfigDict, input_shape: Shape, *, role: str,
   return factory
 
 
-MODELS = {'unet': _unet, 'vae': _vae, 'patchgan': _patchgan, 'dcgan': _dcgan}
+def _stylegan2(cfg: ml_collections.ConfigDict, input_shape: Shape, *, role: str,
+               num_classes: int = 0):
+  """`role`: 'generator' (config.model) or 'discriminator' (config.discriminator)."""
+  size, channels, dtype = input_shape[0], input_shape[2], jnp.dtype(cfg.compute_dtype)
+  widths = dict(channel_base=cfg.channel_base, channel_max=cfg.channel_max)
+
+  def factory(rngs: nnx.Rngs):
+    if role == 'generator':
+      return stylegan2.Generator(
+          image_size=size, channels=channels, z_dim=cfg.z_dim, w_dim=cfg.w_dim,
+          mapping_layers=cfg.mapping_layers, mapping_lr_multiplier=cfg.mapping_lr_multiplier,
+          num_classes=cfg.num_classes, dtype=dtype, rngs=rngs, **widths)
+    return stylegan2.Discriminator(
+        image_size=size, channels=channels, num_classes=num_classes, cmap_dim=cfg.cmap_dim,
+        mbstd_group_size=cfg.mbstd_group_size, mbstd_channels=cfg.mbstd_channels,
+        mapping_layers=cfg.mapping_layers, dtype=dtype, rngs=rngs, **widths)
+  return factory
+
+
+MODELS = {'unet': _unet, 'vae': _vae, 'patchgan': _patchgan, 'dcgan': _dcgan,
+          'stylegan2': _stylegan2}
 
 
 def build(model_cfg: ml_collections.ConfigDict, input_shape: Shape,

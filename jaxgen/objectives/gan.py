@@ -41,7 +41,8 @@ from jaxgen.models import dcgan
 from jaxgen.objectives import Objective, class_labels, only_when, to_uint8
 
 LOSSES = ('logistic', 'hinge', 'wgan_gp')
-AUGMENTS = ('none', 'diffaugment')
+AUGMENTS = ('none', 'diffaugment', 'ada')
+GENERATORS = ('dcgan', 'stylegan2')  # model.name and discriminator.name
 SAMPLE_OPTIONS = {'truncation_psi': float, 'truncation_cutoff': int, 'labels': str}
 
 
@@ -103,10 +104,13 @@ def mix_styles(ws: jax.Array, ws_other: jax.Array, cutoff: jax.Array) -> jax.Arr
 
 def known_values(config: ml_collections.ConfigDict) -> dict[str, tuple]:
   """Allowed values of the config fields this family reads."""
-  del config
-  return {'gan.loss': LOSSES, 'gan.augment': AUGMENTS, 'model.name': ('dcgan',),
-          'discriminator.name': ('dcgan',), 'model.norm': dcgan.NORMS,
-          'discriminator.norm': dcgan.NORMS}
+  known = {'gan.loss': LOSSES, 'gan.augment': AUGMENTS, 'model.name': GENERATORS,
+           'discriminator.name': GENERATORS, 'gan.ada_pipeline': tuple(augment.ADA_PIPELINES)}
+  if config.model.name == 'dcgan':
+    known['model.norm'] = dcgan.NORMS
+  if config.discriminator.name == 'dcgan':
+    known['discriminator.norm'] = dcgan.NORMS
+  return known
 
 
 def _check(config: ml_collections.ConfigDict) -> None:
@@ -150,6 +154,8 @@ def make_objective(config: ml_collections.ConfigDict) -> Objective:
   def augment_images(key, images, p):
     if gcfg.augment == 'diffaugment':
       return augment.diff_augment(key, images, gcfg.diffaugment_policy)
+    if gcfg.augment == 'ada':
+      return augment.ada_augment(key, images, p, gcfg.ada_pipeline)
     return images
 
   def init(rng):
@@ -274,7 +280,8 @@ def make_objective(config: ml_collections.ConfigDict) -> Objective:
     # r_t, the ADA overfitting heuristic: E[sign D(x)] on (augmented) reals.
     signs = jnp.sign(logits_real)
     gan_state = ada_adjust({**gan, 'w_avg': w_avg, 'pl_mean': pl_mean}, signs, step, gcfg,
-                           batch_size, adapt=gcfg.augment == 'ada')
+                           batch_size,
+                           adapt=gcfg.augment == 'ada' and gcfg.ada_target > 0)
     metrics.update({'r_t': jnp.mean(signs), 'aug_p': gan_state['aug_p'], 'ema_beta': beta})
     new_state = {'step': step + 1, 'params': {'g': g_params, 'd': d_params},
                  'ema_params': state_lib.ema_update(state['ema_params'], g_params, beta),

@@ -1,0 +1,111 @@
+"""StyleGAN2's pieces against closed forms and references, and a tiny run that resumes
+exactly with path-length regularisation and style mixing on."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from conftest import tiny_run_resumes_exactly
+from jaxgen import fir
+from jaxgen.models import stylegan2 as sg
+from jaxgen.models.functional import FunctionalModel
+from jaxgen.objectives import gan
+
+
+def test_demodulated_conv_has_unit_variance_for_unit_variance_inputs_and_weights():
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=(16, 12, 12, 32)), jnp.float32)
+  weight = jnp.asarray(rng.normal(size=(3, 3, 32, 48)), jnp.float32)
+  styles = jnp.asarray(rng.uniform(0.2, 3.0, size=(16, 32)), jnp.float32)  # any modulation
+  out = sg.modulated_conv2d(x, weight, styles, demodulate=True)
+  interior = np.asarray(out[:, 1:-1, 1:-1])  # 'SAME' borders see fewer inputs
+  assert abs(interior.var() - 1.0) < 0.05, interior.var()
+  # Each example's output channel has unit-norm effective weights: the variance per
+  # example is 1 whatever its styles are.
+  per_example = interior.reshape(16, -1).var(axis=1)
+  np.testing.assert_allclose(per_example, 1.0, atol=0.12)
+  # Without demodulation the styles' scale passes through.
+  raw = sg.modulated_conv2d(x, weight, styles * 0 + 2.0, demodulate=False)
+  assert np.asarray(raw[:, 1:-1, 1:-1]).var() > 100
+
+
+def test_modulated_conv_equals_the_grouped_convolution_of_per_example_weights():
+  rng = np.random.default_rng(1)
+  x = jnp.asarray(rng.normal(size=(3, 6, 6, 4)), jnp.float32)
+  weight = jnp.asarray(rng.normal(size=(3, 3, 4, 5)), jnp.float32)
+  styles = jnp.asarray(rng.normal(size=(3, 4)), jnp.float32)
+  got = sg.modulated_conv2d(x, weight, styles, demodulate=True)
+  for b in range(3):  # StyleGAN2's formulation: w' = s w, d = rsqrt(sum w'^2 + 1e-8)
+    w = weight * styles[b][None, None, :, None]
+    w = w * jax.lax.rsqrt(jnp.sum(w**2, axis=(0, 1, 2)) + 1e-8)
+    np.testing.assert_allclose(got[b], sg.conv2d(x[b:b + 1], w)[0], rtol=1e-4, atol=1e-5)
+
+
+def test_fir_resampling_keeps_constants_and_sizes():
+  ones = jnp.ones((1, 8, 8, 2))
+  up = fir.upsample2d(ones)
+  assert up.shape == (1, 16, 16, 2)
+  np.testing.assert_allclose(up[:, 2:-2, 2:-2], 1.0, rtol=1e-6)  # DC gain 1 away from borders
+  down = sg.Conv(2, 2, 3, nnx.Rngs(0), down=True, activation='linear')(ones)
+  assert down.shape == (1, 4, 4, 2)
+  skip = fir.upfirdn2d(ones, fir.fir_filter(), down=2, pad=(1, 1))
+  assert skip.shape == (1, 4, 4, 2)
+  np.testing.assert_allclose(skip[:, 1:-1, 1:-1], 1.0, rtol=1e-6)
+
+
+def test_minibatch_stddev_against_numpy():
+  rng = np.random.default_rng(2)
+  x = rng.normal(size=(8, 4, 4, 6)).astype(np.float32)
+  out = np.asarray(sg.minibatch_stddev(jnp.asarray(x), group_size=4, num_channels=2))
+  assert out.shape == (8, 4, 4, 8)
+  np.testing.assert_array_equal(out[..., :6], x)
+  groups = x.reshape(4, 2, 4, 4, 2, 3)  # example n belongs with n + 2, n + 4, n + 6
+  expected = np.sqrt(groups.var(axis=0) + 1e-8).mean(axis=(1, 2, 4))  # [2, 2]
+  for n in range(8):
+    np.testing.assert_allclose(out[n, 0, 0, 6:], expected[n % 2], rtol=1e-5)
+
+
+def _generator():
+  return FunctionalModel(lambda rngs: sg.Generator(
+      image_size=16, channels=1, z_dim=8, w_dim=8, mapping_layers=2, mapping_lr_multiplier=0.01,
+      channel_base=64, channel_max=8, num_classes=0, rngs=rngs))
+
+
+def test_style_mixing_changes_only_the_layers_after_the_crossover():
+  gen = _generator()
+  params = gen.init(jax.random.key(0))
+  num_ws = gen.attribute('num_ws')
+  assert num_ws == 6  # 4, 8, 16: two styles per resolution
+  z = jax.random.normal(jax.random.key(1), (2, 8))
+  ws_a = gen.apply(params, z[:1], method='mapping')
+  ws_b = gen.apply(params, z[1:], method='mapping')
+  probe = jax.random.normal(jax.random.key(2), (1, 16, 16, 1))
+  for cutoff in (1, 3, 5):
+    def image_of_b(ws_b, cutoff=cutoff):
+      mixed = gan.mix_styles(ws_a, ws_b, jnp.asarray([cutoff]))
+      return jnp.sum(gen.apply(params, mixed, jax.random.key(3), method='synthesis') * probe)
+    grad = np.asarray(jax.grad(image_of_b)(ws_b))[0]  # [num_ws, w_dim]
+    assert np.all(grad[:cutoff] == 0), cutoff  # layers before the crossover: A's alone
+    assert np.all(np.abs(grad[cutoff:]).sum(axis=-1) > 0), cutoff
+
+
+def test_noise_inputs_start_silent_and_the_mapping_is_broadcast():
+  gen = _generator()
+  params = gen.init(jax.random.key(0))
+  ws = gen.apply(params, jax.random.normal(jax.random.key(1), (3, 8)), method='mapping')
+  assert ws.shape == (3, 6, 8) and bool(jnp.all(ws == ws[:, :1]))
+  # Noise strengths initialise to 0: the noise key does not change the first images.
+  a = gen.apply(params, ws, jax.random.key(5), method='synthesis')
+  b = gen.apply(params, ws, jax.random.key(6), method='synthesis')
+  np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.slow
+def test_stylegan2_tiny_run_resumes_exactly(tmp_path):
+  # PL regularisation, style mixing (0.9), R1, EMA, w_avg and ADA's p all move the state.
+  _, state = tiny_run_resumes_exactly('stylegan2_fashion_mnist', tmp_path)
+  assert float(state['gan']['pl_mean']) > 0
+  assert 0 < float(state['gan']['aug_p']) != 0.2  # moved 3 times by 0.064
+  assert float(jnp.abs(state['gan']['w_avg']).sum()) > 0
