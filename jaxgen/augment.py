@@ -199,7 +199,7 @@ def _warp(image: jax.Array, g_inv: jax.Array) -> jax.Array:
   height, width, channels = image.shape
   pad = len(fir.SYM6) // 4
   padded = jnp.pad(image, ((pad, pad), (pad, pad), (0, 0)), mode='reflect')
-  up = fir.upfirdn2d(padded[None], fir.fir_filter(fir.SYM6, gain=4.0), up=2, pad=(6, 5))[0]
+  up = fir.upfirdn2d(padded[None], fir.SYM6, up=2, pad=(6, 5), gain=4.0)[0]
   size_h, size_w = up.shape[0], up.shape[1]
   # Upsampled pixel u sits at u / 2 in the padded image (ADA's affine_grid arithmetic);
   # centre it, map it through G_inv, and back to upsampled pixels.
@@ -212,8 +212,7 @@ def _warp(image: jax.Array, g_inv: jax.Array) -> jax.Array:
   coords = [2 * (src_y + pad + (height - 1) / 2), 2 * (src_x + pad + (width - 1) / 2)]
   warped = jnp.stack([ndimage.map_coordinates(up[..., c], coords, order=1, mode='reflect')
                       for c in range(channels)], axis=-1)
-  return fir.upfirdn2d(warped[None], fir.fir_filter(fir.SYM6), down=2, pad=(-1, -1),
-                       flip=False)[0]
+  return fir.upfirdn2d(warped[None], fir.SYM6, down=2, pad=(-1, -1), flip=False)[0]
 
 
 def _color(key, p, spec, channels: int) -> jax.Array:

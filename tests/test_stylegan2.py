@@ -9,6 +9,7 @@ from flax import nnx
 
 from conftest import tiny_run_resumes_exactly
 from jaxgen import fir
+from jaxgen.models import conv
 from jaxgen.models import stylegan2 as sg
 from jaxgen.models.functional import FunctionalModel
 from jaxgen.objectives import gan
@@ -50,9 +51,59 @@ def test_fir_resampling_keeps_constants_and_sizes():
   np.testing.assert_allclose(up[:, 2:-2, 2:-2], 1.0, rtol=1e-6)  # DC gain 1 away from borders
   down = sg.Conv(2, 2, 3, nnx.Rngs(0), down=True, activation='linear')(ones)
   assert down.shape == (1, 4, 4, 2)
-  skip = fir.upfirdn2d(ones, fir.fir_filter(), down=2, pad=(1, 1))
+  skip = fir.upfirdn2d(ones, down=2, pad=(1, 1))
   assert skip.shape == (1, 4, 4, 2)
   np.testing.assert_allclose(skip[:, 1:-1, 1:-1], 1.0, rtol=1e-6)
+
+
+@pytest.mark.parametrize('taps,up,down,pad,flip', [
+    (fir.BINOMIAL, 2, 1, (2, 1), True), (fir.BINOMIAL, 1, 2, (1, 1), True),
+    (fir.SYM6, 2, 1, (6, 5), True), (fir.SYM6, 1, 2, (-1, -1), False)])
+def test_upfirdn2d_matches_the_depthwise_convolution_reference(taps, up, down, pad, flip):
+  """The matrix form against upfirdn2d_ref's recipe: zero insertion, pad/crop, a
+  depthwise convolution with the (flipped) 2-D filter, subsampling."""
+  x = jnp.asarray(np.random.default_rng(4).normal(size=(2, 16, 18, 3)), jnp.float32)
+  gain = up * up
+  kernel = np.outer(taps, taps) / np.sum(taps)**2 * gain
+  kernel = kernel[::-1, ::-1] if flip else kernel
+  ref = x
+  if up > 1:
+    ref = jnp.zeros((2, 16 * up, 18 * up, 3)).at[:, ::up, ::up].set(x)
+  ref = jax.lax.pad(ref, 0.0, ((0, 0, 0), (*pad, 0), (*pad, 0), (0, 0, 0)))
+  ref = jax.lax.conv_general_dilated(
+      ref, jnp.tile(jnp.asarray(kernel.copy(), jnp.float32)[:, :, None, None], (1, 1, 1, 3)),
+      (1, 1), 'VALID', dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+      feature_group_count=3)[:, ::down, ::down]
+  got = fir.upfirdn2d(x, taps, up=up, down=down, pad=pad, gain=gain, flip=flip)
+  np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('stride,padding,k', [(1, ((1, 1), (1, 1)), 3), (2, ((0, 0), (0, 0)), 3),
+                                              (1, ((0, 0), (0, 0)), 1), (2, ((1, 1), (1, 1)), 3)])
+def test_matmul_conv_gradients_equal_xla_to_second_order(stride, padding, k):
+  rng = np.random.default_rng(5)
+  x = jnp.asarray(rng.normal(size=(2, 9, 9, 3)), jnp.float32)
+  w = jnp.asarray(rng.normal(size=(k, k, 3, 4)), jnp.float32)
+
+  def loss(conv_fn):
+    return lambda x, w: jnp.sum(jnp.sin(conv_fn(x, w, stride, padding)))
+
+  def xla(x, w, stride, padding):
+    return jax.lax.conv_general_dilated(x, w, (stride, stride), padding,
+                                        dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  ours, ref = loss(conv.matmul_conv2d), loss(xla)
+  np.testing.assert_allclose(ours(x, w), ref(x, w), rtol=1e-6)
+  for a, b in zip(jax.grad(ours, (0, 1))(x, w), jax.grad(ref, (0, 1))(x, w)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+  def r1_like(fn):  # the gradient, with respect to w, of a squared input gradient
+    return jax.grad(lambda w: jnp.sum(jax.grad(fn)(x, w) ** 2))(w)
+  np.testing.assert_allclose(r1_like(ours), r1_like(ref), rtol=1e-4, atol=1e-3)
+  # conv2d switches to it only while tracing under matmul_gradients().
+  with conv.matmul_gradients():
+    jaxpr = str(jax.make_jaxpr(jax.grad(loss(conv.conv2d), 1))(x, w))
+  assert 'custom_vjp' in jaxpr
+  assert 'custom_vjp' not in str(jax.make_jaxpr(jax.grad(loss(conv.conv2d), 1))(x, w))
 
 
 def test_minibatch_stddev_against_numpy():

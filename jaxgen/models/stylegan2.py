@@ -31,7 +31,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxgen.fir import fir_filter, upfirdn2d, upsample2d
+from jaxgen.fir import upfirdn2d, upsample2d
+from jaxgen.models import conv
 
 LRELU_GAIN = math.sqrt(2.0)
 
@@ -44,10 +45,12 @@ def normalize_2nd_moment(x: jax.Array, eps: float = 1e-8) -> jax.Array:
   return x * jax.lax.rsqrt(jnp.mean(jnp.square(x), axis=-1, keepdims=True) + eps)
 
 
-def conv2d(x: jax.Array, weight: jax.Array, *, stride: int = 1, padding='SAME') -> jax.Array:
-  return jax.lax.conv_general_dilated(
-      x, weight.astype(x.dtype), window_strides=(stride, stride), padding=padding,
-      dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+def conv2d(x: jax.Array, weight: jax.Array, *, stride: int = 1, padding: str = 'SAME'
+           ) -> jax.Array:
+  """'SAME' or 'VALID' convolution through `conv.conv2d` (fast gradients under lax.cond)."""
+  k = weight.shape[0]
+  pads = conv.same_padding(k) if padding == 'SAME' else ((0, 0), (0, 0))
+  return conv.conv2d(x, weight.astype(x.dtype), stride, pads)
 
 
 def modulated_conv2d(x: jax.Array, weight: jax.Array, styles: jax.Array, *, demodulate: bool,
@@ -97,10 +100,10 @@ class Conv(nnx.Module):
     if not self.down:
       x = conv2d(x, weight)
     elif self.k == 1:  # blur and subsample, then the 1x1 conv
-      x = conv2d(upfirdn2d(x, fir_filter(), down=2, pad=(1, 1)), weight)
+      x = conv2d(upfirdn2d(x, down=2, pad=(1, 1)), weight)
     else:  # blur (padded so a valid strided conv halves the size), then the strided conv
       pad = (self.k - 1) // 2 + 1
-      x = conv2d(upfirdn2d(x, fir_filter(), pad=(pad, pad)), weight, stride=2, padding='VALID')
+      x = conv2d(upfirdn2d(x, pad=(pad, pad)), weight, stride=2, padding='VALID')
     if self.bias is not None:
       x = x + self.bias[...].astype(x.dtype)
     return (lrelu(x) if self.activation == 'lrelu' else x) * gain

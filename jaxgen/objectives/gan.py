@@ -37,7 +37,7 @@ import optax
 
 from jaxgen import augment, models, objectives, optim, validate
 from jaxgen import state as state_lib
-from jaxgen.models import dcgan
+from jaxgen.models import conv, dcgan
 from jaxgen.objectives import Objective, class_labels, only_when, to_uint8
 
 LOSSES = ('logistic', 'hinge', 'wgan_gp')
@@ -230,7 +230,8 @@ def make_objective(config: ml_collections.ConfigDict) -> Objective:
 
     def update(operands):
       params, opt_state = operands
-      (_, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, *args)
+      with conv.matmul_gradients():  # XLA:CPU's conv gradients are slow in a cond branch
+        (_, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, *args)
       params, opt_state, _ = optimizer.update(grads, opt_state, params, step)
       return params, opt_state, aux
 
