@@ -24,8 +24,8 @@ import numpy as np
 from jaxgen import inference, latents, metrics, objectives, paths
 from jaxgen.jax_setup import configure_jax
 
-__all__ = ['configure_jax', 'load_config', 'train', 'sample', 'interpolate', 'evaluate',
-           'SampleResult']
+__all__ = ['configure_jax', 'load_config', 'train', 'sample', 'interpolate', 'style_mixing',
+           'sweep', 'evaluate', 'SampleResult']
 
 
 def load_config(path: str | os.PathLike, variant: str | None = None, **overrides
@@ -93,32 +93,84 @@ def sample(workdir: str, *, step: int | None = None, num_images: int = 64,
 def interpolate(workdir: str, *, step: int | None = None, num_pairs: int = 8,
                 num_steps: int = 10, seed: int = 0, output: str | None = None,
                 options: Mapping[str, Any] | None = None) -> tuple[list[str], int]:
-  """Latent walks (linear and spherical) between pairs of evaluation images of a run whose
-  family encodes, and a grid of prior samples; writes the grids, returns (paths, step)."""
+  """Latent walks of a run: for a family that encodes, linear and spherical walks between
+  pairs of evaluation images, and a grid of prior samples; for one with prior latents (a
+  GAN), straight walks between pairs of them (in w). Writes the grids, returns
+  (paths, step)."""
   import jax
 
   from jaxgen import build
   from jaxgen.data import pipeline
 
   s, state, step, config = inference.restore_for_sampling(workdir, step)
-  if s.objective.encode is None:
-    raise ValueError(f'--interpolate needs a model with an encoder; objective '
-                     f'{config.objective!r} has none')
-  images = pipeline.load_images(config.data, config.data.eval_split, 2 * num_pairs)
-  walks = latents.interpolate(s, state, images, num_steps)
-  originals = np.asarray(jax.device_get(objectives.to_uint8(images)))
+  if s.objective.encode is None and s.objective.prior_latents is None:
+    raise ValueError(f'--interpolate needs a model with an encoder or prior latents; '
+                     f'objective {config.objective!r} has neither')
+  options = inference.sample_options(s.objective, options)
   base = paths.workdir_path(output or f'{workdir}/samples/interpolate_{step:07d}')
   base.parent.mkdir(parents=True, exist_ok=True)
   written = []
+  if s.objective.encode is None:
+    for path, walk in latents.prior_walks(s, state, jax.random.key(seed), num_pairs,
+                                          num_steps, **options).items():
+      written.append(f'{base}_{path}.png')
+      metrics.save_png(written[-1], metrics.image_grid(walk.reshape(-1, *walk.shape[2:]),
+                                                       columns=num_steps))
+    return written, step
+  images = pipeline.load_images(config.data, config.data.eval_split, 2 * num_pairs)
+  walks = latents.interpolate(s, state, images, num_steps)
+  originals = np.asarray(jax.device_get(objectives.to_uint8(images)))
   for path, walk in walks.items():
     written.append(f'{base}_{path}.png')
     metrics.save_png(written[-1], latents.walk_grid(originals, walk))
   if s.objective.sample is not None:
-    options = inference.sample_options(s.objective, options)
     prior = build.jit_sample(s, num_pairs * num_steps, **options)(state, jax.random.key(seed))
     written.append(f'{base}_prior.png')
     metrics.save_png(written[-1], metrics.image_grid(prior, columns=num_steps))
   return written, step
+
+
+def style_mixing(workdir: str, *, step: int | None = None, num_rows: int = 5,
+                 num_columns: int = 6, seed: int = 0, output: str | None = None,
+                 options: Mapping[str, Any] | None = None) -> tuple[list[str], int]:
+  """The StyleGAN paper's style-mixing figure, one grid per style range (coarse, middle,
+  fine): `<output>_<range>.png`. Returns (paths, step)."""
+  import jax
+
+  s, state, step, config = inference.restore_for_sampling(workdir, step)
+  if not s.objective.style_ranges:
+    raise ValueError(f'--style_mixing needs a model with per-layer styles (StyleGAN2); this '
+                     f'{config.objective} run ({config.model.name}) has none')
+  options = inference.sample_options(s.objective, options)
+  grids = latents.style_mixing(s, state, jax.random.key(seed), num_rows, num_columns,
+                               **options)
+  base = paths.workdir_path(output or f'{workdir}/samples/style_mixing_{step:07d}')
+  base.parent.mkdir(parents=True, exist_ok=True)
+  written = []
+  for name, grid in grids.items():
+    written.append(f'{base}_{name}.png')
+    metrics.save_png(written[-1], grid)
+  return written, step
+
+
+def sweep(workdir: str, name: str, values: list[str], *, step: int | None = None,
+          num_images: int = 8, seed: int = 0, output: str | None = None,
+          options: Mapping[str, Any] | None = None) -> tuple[str, int]:
+  """One sampling option swept over `values` with everything else fixed (the same seed,
+  so the same latents): one column per value, one row per image, e.g. a truncation sweep
+  `sweep(w, 'truncation_psi', ['1', '0.7', '0.5', '0'])`. Returns (path, step)."""
+  columns = []
+  for value in values:
+    result = sample(workdir, step=step, num_images=num_images, seed=seed,
+                    batch_size=num_images, options={**(options or {}), name: value})
+    columns.append(result.images)
+  images = np.stack(columns, axis=1)  # [num_images, len(values), H, W, C]
+  path = os.fspath(paths.workdir_path(
+      output or f'{workdir}/samples/sweep_{result.step:07d}_{name}')) + '.png'
+  paths.workdir_path(path).parent.mkdir(parents=True, exist_ok=True)
+  metrics.save_png(path, metrics.image_grid(images.reshape(-1, *images.shape[2:]),
+                                            columns=len(values)))
+  return path, result.step
 
 
 def evaluate(workdir: str, **options) -> dict[str, Any]:

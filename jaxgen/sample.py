@@ -10,7 +10,13 @@ sampling options (a diffusion model's sampler, steps, eta, guidance scale, label
 For VAEs and autoencoders, `--interpolate` walks between pairs of encoded evaluation images:
   jaxgen-sample --workdir=runs/vae_demo --interpolate
 writes `<output>_linear.png` and `<output>_spherical.png` (one row per pair: first image,
-decoded walk, second image) and `<output>_prior.png` (decoded prior samples).
+decoded walk, second image) and `<output>_prior.png` (decoded prior samples). For GANs it
+walks in w between pairs of prior latents (`<output>_linear.png`).
+
+GANs also have
+  jaxgen-sample --workdir=runs/sg2 --style_mixing     # StyleGAN2: coarse/middle/fine swaps
+  jaxgen-sample --workdir=runs/gan --sweep=truncation_psi=1,0.7,0.5,0
+(`--sweep` works for any sampling option: one column per value, the same latents per row).
 """
 
 from __future__ import annotations
@@ -31,6 +37,12 @@ flags.DEFINE_bool('interpolate', False, 'VAE/autoencoder runs: latent walks betw
                   'evaluation-split images (linear and spherical), and prior samples.')
 flags.DEFINE_integer('num_pairs', 8, 'With --interpolate: how many pairs (rows).')
 flags.DEFINE_integer('interpolation_steps', 10, 'With --interpolate: images along each walk.')
+flags.DEFINE_bool('style_mixing', False, 'StyleGAN2 runs: the style-mixing figure, one grid per '
+                  'style range (<output>_coarse.png, _middle.png, _fine.png).')
+flags.DEFINE_integer('num_rows', 5, 'With --style_mixing: sources A (rows).')
+flags.DEFINE_integer('num_columns', 6, 'With --style_mixing: sources B (columns).')
+flags.DEFINE_string('sweep', None, 'NAME=V1,V2,...: sample --num_images images once per value '
+                    'of the sampling option NAME, from the same latents (one column each).')
 flags.mark_flags_as_required(['workdir'])
 
 
@@ -41,6 +53,22 @@ def main(argv: list[str]) -> None:
   from jaxgen import api  # after configure_jax
 
   try:
+    if FLAGS.style_mixing:
+      written, step = api.style_mixing(FLAGS.workdir, step=FLAGS.step, num_rows=FLAGS.num_rows,
+                                       num_columns=FLAGS.num_columns, seed=FLAGS.seed,
+                                       output=FLAGS.output, options=runtime.sample_options)
+      print(f'wrote {", ".join(map(str, written))} (step {step})')
+      return
+    if FLAGS.sweep:
+      name, sep, values = FLAGS.sweep.partition('=')
+      if not sep or not name or not values:
+        runtime.fail(f'--sweep={FLAGS.sweep}: give NAME=V1,V2,..., e.g. '
+                     '--sweep=truncation_psi=1,0.7,0.5')
+      path, step = api.sweep(FLAGS.workdir, name, values.split(','), step=FLAGS.step,
+                             num_images=FLAGS.num_images, seed=FLAGS.seed, output=FLAGS.output,
+                             options=runtime.sample_options)
+      print(f'wrote {path} (step {step})')
+      return
     if FLAGS.interpolate:
       written, step = api.interpolate(FLAGS.workdir, step=FLAGS.step, num_pairs=FLAGS.num_pairs,
                                       num_steps=FLAGS.interpolation_steps, seed=FLAGS.seed,

@@ -40,7 +40,7 @@ def _check(config, num_devices=8, processes=1):
 
 @pytest.mark.parametrize('field,value,message', [
     ('diffusion.sampler', 'dpm', "config.diffusion.sampler='dpm' is not one of"),
-    ('objective', 'gan', "config.objective='gan' is not one of"),
+    ('objective', 'flow', "config.objective='flow' is not one of"),
     ('total_steps', 0, 'config.total_steps must be a positive integer, got 0'),
     ('data.resize', 'crop', 'config.data.resize=\'crop\' must be'),
     ('mesh.fsdp', 16, "config.mesh: mesh: {'data': -1, 'fsdp': 16} cannot be filled from 8"),

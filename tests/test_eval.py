@@ -93,3 +93,16 @@ def test_too_few_samples_for_fid_still_reports_the_other_metrics(monkeypatch, tm
                                    str(tmp_path / 'ref.npz'))
   assert 'fid' not in out
   assert {'inception_score', 'kid', 'precision', 'recall'} <= out.keys()
+
+
+def test_padded_and_resized_runs_are_measured_at_fashion_mnist_size():
+  import ml_collections
+
+  images = np.zeros((2, 32, 32, 1), np.uint8)
+  images[:, 2:30, 2:30] = 200  # a 28x28 garment padded by 2 on each side, as the pipeline pads
+  cropped = evaluate.as_fashion_mnist(images, ml_collections.ConfigDict({'resize': 'pad'}))
+  assert cropped.shape == (2, 28, 28, 1) and (cropped == 200).all()
+  resized = evaluate.as_fashion_mnist(images, ml_collections.ConfigDict({'resize': 'resize'}))
+  assert resized.shape == (2, 28, 28, 1)
+  assert evaluate.as_fashion_mnist(np.zeros((2, 32, 32, 3), np.uint8),
+                                   ml_collections.ConfigDict({'resize': 'pad'})) is None

@@ -2,6 +2,7 @@
 augmentation, truncation, ADA's p, shardings, and a tiny run that resumes exactly."""
 
 import json
+import os
 
 import jax
 import jax.numpy as jnp
@@ -113,6 +114,13 @@ def test_truncation_and_style_mixing():
     np.testing.assert_array_equal(mixed[i, cutoff:], other[i, cutoff:])
 
 
+def test_style_ranges_follow_the_stylegan_paper():
+  # 1024 px (18 w): coarse 4-8 px, middle 16-32 px, fine 64-1024 px.
+  assert gan.style_ranges(18) == {'coarse': (0, 4), 'middle': (4, 8), 'fine': (8, 18)}
+  assert gan.style_ranges(8) == {'coarse': (0, 4), 'middle': (4, 6), 'fine': (6, 8)}  # 32 px
+  assert gan.style_ranges(1) == {}  # DCGAN: one w
+
+
 def test_ada_p_rises_when_d_is_overconfident_and_falls_when_not():
   gcfg = ml_collections.ConfigDict(dict(ada_interval=4, ada_kimg=1.0, ada_target=0.6))
   start = {'aug_p': jnp.asarray(0.5), 'ada_sign_sum': jnp.asarray(0.0),
@@ -174,3 +182,21 @@ def test_gan_trains_logs_regularisers_when_computed_resumes_exactly_and_samples(
   assert all(np.array_equal(images[0], image) for image in images[1:])
   varied, _, _ = inference.sample_from_workdir(str(tmp_path / 'b'), num_images=8, seed=0)
   assert not all(np.array_equal(varied[0], image) for image in varied[1:])
+
+  # A truncation sweep: one column per psi, the same latents in each row.
+  from PIL import Image
+
+  from jaxgen import api
+  path, _ = api.sweep(str(tmp_path / 'b'), 'truncation_psi', ['1', '0.5', '0'], num_images=4)
+  grid = np.asarray(Image.open(path))
+  assert grid.shape == (4 * 30 + 2, 3 * 30 + 2)
+  cells = [[grid[2 + 30 * r:30 * (r + 1), 2 + 30 * c:30 * (c + 1)] for c in range(3)]
+           for r in range(4)]
+  assert np.array_equal(cells[0][0], varied[0][..., 0])  # psi = 1: the plain samples
+  assert all(np.array_equal(cells[0][2], row[2]) for row in cells)  # psi = 0: all w_avg
+  # Walks in w between pairs of prior latents.
+  written, _ = api.interpolate(str(tmp_path / 'b'), num_pairs=2, num_steps=5)
+  assert [os.path.basename(p) for p in written] == ['interpolate_0000006_linear.png']
+  assert np.asarray(Image.open(written[0])).shape == (2 * 30 + 2, 5 * 30 + 2)
+  with pytest.raises(ValueError, match='--style_mixing needs a model with per-layer styles'):
+    api.style_mixing(str(tmp_path / 'b'))

@@ -159,4 +159,18 @@ def test_stylegan2_tiny_run_resumes_exactly(tmp_path):
   _, state = tiny_run_resumes_exactly('stylegan2_fashion_mnist', tmp_path)
   assert float(state['gan']['pl_mean']) > 0
   assert 0 < float(state['gan']['aug_p']) != 0.2  # moved 3 times by 0.064
+
+  # The style-mixing figure: sources B along the top, A down the side, one grid per range.
+  from PIL import Image
+
+  from jaxgen import api
+  written, step = api.style_mixing(str(tmp_path / 'b'), num_rows=2, num_columns=3)
+  assert step == 6 and [p.rsplit('_', 1)[1] for p in written] == [
+      'coarse.png', 'middle.png', 'fine.png']
+  grids = [np.asarray(Image.open(p)) for p in written]
+  assert all(g.shape == (3 * 34 + 2, 4 * 34 + 2) for g in grids)
+  # Every grid shows the same sources; its cells differ from A where B's styles came in.
+  for g in grids[1:]:
+    np.testing.assert_array_equal(g[:, :36], grids[0][:, :36])
+    np.testing.assert_array_equal(g[:36], grids[0][:36])
   assert float(jnp.abs(state['gan']['w_avg']).sum()) > 0

@@ -45,6 +45,25 @@ EVAL_DIR = 'eval'
 STATE_FILE = 'evaluated.json'
 
 
+def as_fashion_mnist(images: np.ndarray, data_cfg) -> np.ndarray | None:
+  """Samples as the Fashion-MNIST classifier takes them, uint8 [N, 28, 28, 1]: a run that
+  padded the images (data.resize='pad', e.g. 32x32 for StyleGAN2) is cropped back where the
+  pipeline padded, a resized one resized back (bicubic); None for other images."""
+  if images.shape[1:] == (28, 28, 1):
+    return images
+  height, width, channels = images.shape[1:]
+  if channels != 1 or height < 28 or width < 28:
+    return None
+  if data_cfg.resize == 'pad':
+    top, left = (height - 28) // 2, (width - 28) // 2
+    return images[:, top:top + 28, left:left + 28]
+  if data_cfg.resize == 'resize':
+    from PIL import Image
+    return np.stack([np.asarray(Image.fromarray(image[..., 0]).resize((28, 28), Image.BICUBIC))
+                     for image in images])[..., None]
+  return None
+
+
 def fmnist_metrics(images: np.ndarray, classifier_dir: str) -> dict[str, float]:
   """FD-FMNIST against the train split, the real-data floor, KID, P/R and class coverage."""
   params, meta = classifier.load(classifier_dir)
@@ -186,9 +205,10 @@ def evaluate_step(workdir: str, step: int, options: Options, writer) -> dict[str
                                 options.seed, **kwargs)
     result['num_samples'] = len(images)
     grid = metrics.image_grid(images[:64])
+    fmnist_images = as_fashion_mnist(images, config.data)
     if (options.classifier_dir and config.data.name == 'fashion_mnist' and
-        images.shape[1:] == (28, 28, 1)):
-      result.update(fmnist_metrics(images, options.classifier_dir))
+        fmnist_images is not None):
+      result.update(fmnist_metrics(fmnist_images, options.classifier_dir))
     if options.inception_weights:
       result.update(inception_metrics(images, options.inception_weights, options.reference))
     elif 'fd_fmnist' not in result:

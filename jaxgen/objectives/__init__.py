@@ -31,6 +31,11 @@ class Objective:
     reconstructions of fixed evaluation images, and jaxgen-sample can interpolate.
   test_metrics(params, batch, rng) -> {name: [B] per-example values}: what jaxgen-eval
     averages over the evaluation split (a VAE's bounds in bits/dim, an autoencoder's PSNR).
+  prior_latents(params, rng, n, **sample options) -> latents: latents drawn from the prior
+    (a GAN's mapped, truncated w [n, layers, w_dim]), which `decode` turns into images:
+    jaxgen-sample --interpolate walks between pairs of them.
+  style_ranges: {name: (first, stop)} of the latent's layer axis whose styles can be swapped
+    (a StyleGAN's coarse / middle / fine resolutions): jaxgen-sample --style_mixing.
 
   What the family declares, so shared code never tests its name:
   progress_metrics: the metrics printed on the progress line, in order.
@@ -52,6 +57,8 @@ class Objective:
   progress_metrics: tuple[str, ...] = ('loss',)
   sample_options: Mapping[str, type] = dataclasses.field(default_factory=dict)
   best_metric: tuple[str, bool] | None = None
+  prior_latents: Callable[..., jax.Array] | None = None
+  style_ranges: Mapping[str, tuple[int, int]] = dataclasses.field(default_factory=dict)
 
 
 class Partial(NamedTuple):

@@ -106,9 +106,9 @@ def known_values(config: ml_collections.ConfigDict) -> dict[str, tuple]:
   """Allowed values of the config fields this family reads."""
   known = {'gan.loss': LOSSES, 'gan.augment': AUGMENTS, 'model.name': GENERATORS,
            'discriminator.name': GENERATORS, 'gan.ada_pipeline': tuple(augment.ADA_PIPELINES)}
-  if config.model.name == 'dcgan':
+  if config.model.get('name') == 'dcgan':
     known['model.norm'] = dcgan.NORMS
-  if config.discriminator.name == 'dcgan':
+  if config.get('discriminator', {}).get('name') == 'dcgan':
     known['discriminator.norm'] = dcgan.NORMS
   return known
 
@@ -289,8 +289,9 @@ def make_objective(config: ml_collections.ConfigDict) -> Objective:
                  'opt_state': {'g': g_opt, 'd': d_opt}, 'gan': gan_state}
     return new_state, metrics
 
-  def sample(params, rng, n, *, truncation_psi=None, truncation_cutoff=None, labels=None):
-    """`params` = sample_params(state): G's EMA weights and the tracked w_avg."""
+  def prior_latents(params, rng, n, *, truncation_psi=None, truncation_cutoff=None,
+                    labels=None):
+    """Mapped, truncated w [n, num_ws, w_dim] of fresh latents (`params`: sample_params)."""
     if num_classes:
       labels = class_labels(labels, n, num_classes)
     elif labels is not None:
@@ -298,18 +299,41 @@ def make_objective(config: ml_collections.ConfigDict) -> Objective:
                        '(model.num_classes=0)')
     psi = gcfg.truncation_psi if truncation_psi is None else truncation_psi
     cutoff = gcfg.truncation_cutoff if truncation_cutoff is None else truncation_cutoff
-    z_key, noise_key = jax.random.split(rng)
-    ws = mapping(params['g'], jax.random.normal(z_key, (n, z_dim)), labels)
-    if psi != 1.0:
-      ws = truncate(ws, params['w_avg'], psi, cutoff)
+    ws = mapping(params['g'], jax.random.normal(rng, (n, z_dim)), labels)
+    return truncate(ws, params['w_avg'], psi, cutoff) if psi != 1.0 else ws
+
+  def synthesize(params, ws, noise_key):
     return to_uint8(gen.apply(params['g'], ws, noise_key, method='synthesis'))
+
+  def sample(params, rng, n, **options):
+    """`params` = sample_params(state): G's EMA weights and the tracked w_avg."""
+    z_key, noise_key = jax.random.split(rng)
+    return synthesize(params, prior_latents(params, z_key, n, **options), noise_key)
+
+  def decode(params, ws):
+    # One fixed noise draw for every image: a walk or a style swap changes w alone.
+    return synthesize(params, ws, jax.random.key(0))
 
   return Objective(init=init, train_step=train_step, sample=sample,
                    sample_params=lambda state: {'g': state['ema_params'],
                                                 'w_avg': state['gan']['w_avg']},
-                   batch_shapes=objectives.image_batch_shapes(config),
+                   batch_shapes=objectives.image_batch_shapes(config), decode=decode,
+                   prior_latents=prior_latents, style_ranges=style_ranges(num_ws),
                    progress_metrics=('d_loss', 'g_loss', 'r_t'),
                    sample_options=SAMPLE_OPTIONS)
+
+
+def style_ranges(num_ws: int) -> dict[str, tuple[int, int]]:
+  """StyleGAN's coarse / middle / fine styles as w-layer ranges: two w per resolution;
+  coarse = 4-8 px, middle = the next two resolutions (16-32 px), fine = the rest, as in
+  the StyleGAN paper's figure (at 32 px: 4-8, 16, 32). None for a single w (DCGAN)."""
+  levels = num_ws // 2
+  if levels < 3:
+    return {}
+  coarse = 2 if levels >= 4 else 1
+  middle = min(2, levels - coarse - 1)
+  return {'coarse': (0, 2 * coarse), 'middle': (2 * coarse, 2 * (coarse + middle)),
+          'fine': (2 * (coarse + middle), num_ws)}
 
 
 def ada_adjust(gan: dict, signs: jax.Array, step: jax.Array, gcfg: ml_collections.ConfigDict,
