@@ -40,6 +40,7 @@ def generator(**overrides) -> ml_collections.ConfigDict:
 def discriminator(**overrides) -> ml_collections.ConfigDict:
   disc = ml_collections.ConfigDict()
   disc.name = 'stylegan2'
+  disc.architecture = 'resnet'  # 'resnet' (residual blocks) | 'orig' (no skip: ADA's cifar)
   disc.channel_base = 16384
   disc.channel_max = 512
   disc.mbstd_group_size = 32  # minibatch-stddev group (min with the batch); ADA's cifar: 32

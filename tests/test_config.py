@@ -74,3 +74,25 @@ def test_shipped_variants_validate(variant):
   config = load_config(variant)
   _check(config, num_devices=8)
   assert config.is_locked
+
+
+@pytest.mark.parametrize('name,variants', [
+    ('dcgan_fashion_mnist', ('tiny', 'demo', None)),
+    ('stylegan2_fashion_mnist', ('tiny', 'demo', None)),
+    ('stylegan2_cifar10', ('tpu', 'gpu8', None))])
+def test_gan_configs_validate_and_build(name, variants):
+  import jax
+
+  from jaxgen import build, registry
+  for variant in variants:
+    config = load_config(variant, name)
+    validate.validate(config, 8, 1, registry.known_values(config))
+    params = build.abstract_state(config)['params']
+    assert set(params) == {'g', 'd'}
+  if name != 'stylegan2_cifar10':
+    return
+  # ADA's cifar settings: 512 wide at 32 px, mapping depth 2, no residual D skips.
+  g = sum(x.size for x in jax.tree_util.tree_leaves(params['g']))
+  assert 19e6 < g < 21e6, g
+  assert not any('skip' in str(path) for path, _ in
+                 jax.tree_util.tree_flatten_with_path(params['d'])[0])

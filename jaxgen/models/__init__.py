@@ -75,7 +75,8 @@ def _stylegan2(cfg: ml_collections.ConfigDict, input_shape: Shape, *, role: str,
     return stylegan2.Discriminator(
         image_size=size, channels=channels, num_classes=num_classes, cmap_dim=cfg.cmap_dim,
         mbstd_group_size=cfg.mbstd_group_size, mbstd_channels=cfg.mbstd_channels,
-        mapping_layers=cfg.mapping_layers, dtype=dtype, rngs=rngs, **widths)
+        mapping_layers=cfg.mapping_layers, residual=cfg.architecture == 'resnet', dtype=dtype,
+        rngs=rngs, **widths)
   return factory
 
 

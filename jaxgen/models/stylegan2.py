@@ -226,14 +226,18 @@ def minibatch_stddev(x: jax.Array, group_size: int, num_channels: int) -> jax.Ar
 
 
 class DiscriminatorBlock(nnx.Module):
-  """Two 3x3 convs (the second downsampling) plus a 1x1 downsampling skip, each x sqrt(1/2)."""
+  """Two 3x3 convs (the second downsampling); `residual` adds a 1x1 downsampling skip, each
+  path x sqrt(1/2) (StyleGAN2's 'resnet'; without it, 'orig' as ADA's cifar config)."""
 
-  def __init__(self, cin: int, cout: int, rngs: nnx.Rngs):
+  def __init__(self, cin: int, cout: int, rngs: nnx.Rngs, residual: bool = True):
     self.conv0 = Conv(cin, cin, 3, rngs)
     self.conv1 = Conv(cin, cout, 3, rngs, down=True)
-    self.skip = Conv(cin, cout, 1, rngs, bias=False, activation='linear', down=True)
+    self.skip = (Conv(cin, cout, 1, rngs, bias=False, activation='linear', down=True)
+                 if residual else None)
 
   def __call__(self, x: jax.Array) -> jax.Array:
+    if self.skip is None:
+      return self.conv1(self.conv0(x))
     half = math.sqrt(0.5)
     return self.skip(x, gain=half) + self.conv1(self.conv0(x), gain=half)
 
@@ -241,14 +245,14 @@ class DiscriminatorBlock(nnx.Module):
 class Discriminator(nnx.Module):
   def __init__(self, *, image_size: int, channels: int, channel_base: int, channel_max: int,
                num_classes: int, cmap_dim: int, mbstd_group_size: int, mbstd_channels: int,
-               mapping_layers: int, rngs: nnx.Rngs, dtype=None):
+               mapping_layers: int, rngs: nnx.Rngs, residual: bool = True, dtype=None):
     levels = int(round(math.log2(image_size)))
     if image_size < 8 or 2**levels != image_size:
       raise ValueError(f'StyleGAN2 needs a power-of-two image size >= 8, got {image_size}')
     self.dtype = dtype or jnp.float32
     widths = [min(channel_base // 2**level, channel_max) for level in range(levels, 1, -1)]
     self.fromrgb = Conv(channels, widths[0], 1, rngs)
-    self.blocks = nnx.List([DiscriminatorBlock(cin, cout, rngs)
+    self.blocks = nnx.List([DiscriminatorBlock(cin, cout, rngs, residual)
                             for cin, cout in zip(widths[:-1], widths[1:])])
     last = widths[-1]
     self.mbstd_group_size, self.mbstd_channels = mbstd_group_size, mbstd_channels

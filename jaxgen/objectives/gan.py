@@ -110,6 +110,8 @@ def known_values(config: ml_collections.ConfigDict) -> dict[str, tuple]:
     known['model.norm'] = dcgan.NORMS
   if config.get('discriminator', {}).get('name') == 'dcgan':
     known['discriminator.norm'] = dcgan.NORMS
+  if config.get('discriminator', {}).get('name') == 'stylegan2':
+    known['discriminator.architecture'] = ('resnet', 'orig')
   return known
 
 
