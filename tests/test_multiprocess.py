@@ -28,9 +28,9 @@ def prepared_fmnist(fake_fmnist):
   return {**fake_fmnist, 'sample_every': 0, 'total_steps': 6, 'checkpoint_every': 3}
 
 
-def _cmd(workdir, overrides, process_id=None, port=None, extra=()):
+def _cmd(workdir, overrides, process_id=None, port=None, extra=(), config='ddpm_fashion_mnist'):
   cmd = [sys.executable, '-m', 'jaxgen.main',
-         f'--config={REPO}/configs/ddpm_fashion_mnist.py:tiny', f'--workdir={workdir}',
+         f'--config={REPO}/configs/{config}.py:tiny', f'--workdir={workdir}',
          *[f'--config.{k}={v}' for k, v in overrides.items()], *extra]
   if process_id is None:
     return cmd + ['--num_cpu_devices=8']
@@ -38,15 +38,17 @@ def _cmd(workdir, overrides, process_id=None, port=None, extra=()):
                 '--num_processes=2', f'--process_id={process_id}']
 
 
-def _start_two(workdir, overrides, extra=(), only_first=False):
+def _start_two(workdir, overrides, extra=(), only_first=False, config='ddpm_fashion_mnist'):
   port = free_port()
-  return [subprocess.Popen(_cmd(workdir, overrides, i, port, extra), stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT, text=True, cwd=REPO)
+  return [subprocess.Popen(_cmd(workdir, overrides, i, port, extra, config),
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           cwd=REPO)
           for i in ((0,) if only_first else (0, 1))]
 
 
-def _run_two(workdir, overrides, timeout=300, only_first=False, extra=()):
-  procs = _start_two(workdir, overrides, extra, only_first)
+def _run_two(workdir, overrides, timeout=300, only_first=False, extra=(),
+             config='ddpm_fashion_mnist'):
+  procs = _start_two(workdir, overrides, extra, only_first, config)
   deadline = time.time() + timeout
   outputs = []
   for proc in procs:
@@ -148,3 +150,16 @@ def test_two_processes_train_like_one_across_a_preemption_a_peer_death_and_rerun
   assert f'resumed from checkpoint at step {complete[-1]}' in results[0][1]
   assert not list((workdir / 'checkpoints').glob('*tmp*'))
   assert _restore(workdir, tiny_config_with(**overrides), end)['step'] == end
+
+
+def test_a_gan_on_two_processes_trains_like_one(tmp_path, prepared_fmnist):
+  """The GAN step across processes: two optimizers, R1 and path length (step 0), DiffAugment
+  per example, G's EMA and the gan/ state, 2 processes x 4 devices against 1 x 8."""
+  overrides = {**prepared_fmnist, 'total_steps': 3}
+  config = tiny_config_with('dcgan_fashion_mnist', **overrides)
+  straight = jax.device_get(train.run(config, str(tmp_path / 'one')))
+  for code, out in _run_two(tmp_path / 'two', overrides, config='dcgan_fashion_mnist'):
+    assert code == 0, out[-3000:]
+  two = _restore(tmp_path / 'two', config, 3)
+  for key in ('params', 'opt_state', 'ema_params', 'gan'):
+    assert_trees_close(straight[key], two[key])
