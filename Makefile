@@ -60,8 +60,9 @@ ae-demo: $(STAMP) data
 
 # The GAN demo: train, a truncation sweep and (StyleGAN2) the style-mixing figure, then
 # FD-FMNIST, precision/recall and the class histogram of 10,000 samples (the classifier is
-# trained once, as for eval-demo). One CPU device: these small networks step ~1.5x faster
-# on one device with both cores than on two devices of one core each.
+# trained once, as for eval-demo). One CPU device: these small networks step faster on one
+# device with both cores than on two of one core each (DCGAN ch 16, alternating runs on a
+# 2-core AMD EPYC: 1.64x and 1.71x the steps/s).
 GAN_DEMO_CONFIG ?= configs/stylegan2_fashion_mnist.py:demo
 gan-demo: $(STAMP) data
 	$(BIN)/jaxgen-train --config=$(GAN_DEMO_CONFIG) --workdir=runs/gan_demo --num_cpu_devices=1

@@ -89,6 +89,18 @@ def tiny(config: ml_collections.ConfigDict) -> None:
       config[name].warmup_steps = 2
 
 
+def accelerator_layout(config: ml_collections.ConfigDict, variant: str) -> None:
+  """The machine variants the accelerator configs share: `tpu` (the batch over all chips,
+  16 reader threads), `gpu8` (mesh data=8), `fsdp8` (parameters, EMA and optimizer state
+  sharded 8 ways: mesh fsdp=8)."""
+  if variant == 'tpu':
+    config.data.num_threads = 16
+  elif variant == 'gpu8':
+    config.mesh.data = 8
+  elif variant == 'fsdp8':
+    config.mesh.data, config.mesh.fsdp = 1, 8
+
+
 def check_variant(arg: str | None, variants: tuple[str, ...]) -> str:
   """The variant after the colon of --config=file.py:variant; 'default' for none."""
   variant = arg or 'default'

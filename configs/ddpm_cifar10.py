@@ -38,12 +38,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   if variant in ('tpu', 'gpu8', 'fsdp8'):
     config.model.compute_dtype = 'bfloat16'
-  if variant == 'tpu':
-    config.data.num_threads = 16
-  elif variant == 'gpu8':
-    config.mesh.data = 8
-  elif variant == 'fsdp8':
-    config.mesh.data, config.mesh.fsdp = 1, 8
+  common.accelerator_layout(config, variant)
 
   config.lock()
   return config

@@ -44,10 +44,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.optimizer = dcgan_fashion_mnist.adam(learning_rate=0.0025 * c, b1=0.0, b2=0.99**c)
   config.discriminator_optimizer = dcgan_fashion_mnist.adam(learning_rate=0.0025, b1=0.0,
                                                             b2=0.99)
-  if variant == 'tpu':
-    config.data.num_threads = 16
-  elif variant == 'gpu8':
-    config.mesh.data = 8
+  common.accelerator_layout(config, variant)
 
   config.lock()
   return config

@@ -6,7 +6,7 @@ Run:
 
 Variants (after the colon):
   demo     narrow networks (widths 32), z = w = 64, batch 32, 2,000 steps: a CPU-sized
-           StyleGAN2 (~3 steps/s on one 2-core CPU device); `make gan-demo`.
+           StyleGAN2 (~3 steps/s on one CPU device of a 2-core AMD EPYC); `make gan-demo`.
   tiny     a few steps of minute networks: what the tests run.
   (none)   StyleGAN2-ADA's small-data settings at 32x32: widths 512, mapping depth 2,
            batch 64, lr 0.0025, gamma 0.01, ADA (bgc, target 0.6); path-length

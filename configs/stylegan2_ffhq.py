@@ -43,10 +43,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.discriminator_optimizer = dcgan_fashion_mnist.adam(learning_rate=0.0025, b1=0.0,
                                                             b2=0.99)
   config.num_sample_images = 16
-  if variant == 'gpu8':
-    config.mesh.data = 8
-  elif variant == 'fsdp8':
-    config.mesh.data, config.mesh.fsdp = 1, 8
+  common.accelerator_layout(config, variant)
 
   config.lock()
   return config

@@ -159,18 +159,19 @@ def sweep(workdir: str, name: str, values: list[str], *, step: int | None = None
   """One sampling option swept over `values` with everything else fixed (the same seed,
   so the same latents): one column per value, one row per image, e.g. a truncation sweep
   `sweep(w, 'truncation_psi', ['1', '0.7', '0.5', '0'])`. Returns (path, step)."""
-  columns = []
-  for value in values:
-    result = sample(workdir, step=step, num_images=num_images, seed=seed,
-                    batch_size=num_images, options={**(options or {}), name: value})
-    columns.append(result.images)
+  s, state, step, _ = inference.restore_for_sampling(workdir, step)  # once for all values
+  inference.check_generates(s)
+  columns = [inference.generate(s, state, num_images, num_images, seed,
+                                **inference.sample_options(s.objective,
+                                                           {**(options or {}), name: value}))
+             for value in values]
   images = np.stack(columns, axis=1)  # [num_images, len(values), H, W, C]
   path = os.fspath(paths.workdir_path(
-      output or f'{workdir}/samples/sweep_{result.step:07d}_{name}')) + '.png'
+      output or f'{workdir}/samples/sweep_{step:07d}_{name}')) + '.png'
   paths.workdir_path(path).parent.mkdir(parents=True, exist_ok=True)
   metrics.save_png(path, metrics.image_grid(images.reshape(-1, *images.shape[2:]),
                                             columns=len(values)))
-  return path, result.step
+  return path, step
 
 
 def evaluate(workdir: str, **options) -> dict[str, Any]:

@@ -53,26 +53,25 @@ def main(argv: list[str]) -> None:
   from jaxgen import api  # after configure_jax
 
   try:
+    common = dict(step=FLAGS.step, seed=FLAGS.seed, output=FLAGS.output,
+                  options=runtime.sample_options)
+    figure = None
     if FLAGS.style_mixing:
-      written, step = api.style_mixing(FLAGS.workdir, step=FLAGS.step, num_rows=FLAGS.num_rows,
-                                       num_columns=FLAGS.num_columns, seed=FLAGS.seed,
-                                       output=FLAGS.output, options=runtime.sample_options)
-      print(f'wrote {", ".join(map(str, written))} (step {step})')
-      return
-    if FLAGS.sweep:
+      figure = api.style_mixing(FLAGS.workdir, num_rows=FLAGS.num_rows,
+                                num_columns=FLAGS.num_columns, **common)
+    elif FLAGS.sweep:
       name, sep, values = FLAGS.sweep.partition('=')
       if not sep or not name or not values:
         runtime.fail(f'--sweep={FLAGS.sweep}: give NAME=V1,V2,..., e.g. '
                      '--sweep=truncation_psi=1,0.7,0.5')
-      path, step = api.sweep(FLAGS.workdir, name, values.split(','), step=FLAGS.step,
-                             num_images=FLAGS.num_images, seed=FLAGS.seed, output=FLAGS.output,
-                             options=runtime.sample_options)
-      print(f'wrote {path} (step {step})')
-      return
-    if FLAGS.interpolate:
-      written, step = api.interpolate(FLAGS.workdir, step=FLAGS.step, num_pairs=FLAGS.num_pairs,
-                                      num_steps=FLAGS.interpolation_steps, seed=FLAGS.seed,
-                                      output=FLAGS.output, options=runtime.sample_options)
+      path, step = api.sweep(FLAGS.workdir, name, values.split(','),
+                             num_images=FLAGS.num_images, **common)
+      figure = [path], step
+    elif FLAGS.interpolate:
+      figure = api.interpolate(FLAGS.workdir, num_pairs=FLAGS.num_pairs,
+                               num_steps=FLAGS.interpolation_steps, **common)
+    if figure is not None:
+      written, step = figure
       print(f'wrote {", ".join(map(str, written))} (step {step})')
       return
     result = api.sample(FLAGS.workdir, step=FLAGS.step, num_images=FLAGS.num_images,

@@ -29,14 +29,28 @@ def test_each_diffaugment_group(name):
 
 
 def test_translation_and_cutout_move_and_blank_pixels():
-  image = jnp.arange(64, dtype=jnp.float32).reshape(1, 8, 8, 1) + 1
-  shifted = augment.translation(jax.random.key(0), image[0])
-  # A shift keeps the pixels' order along both axes and fills with zeros.
-  assert (shifted == 0).any() or np.array_equal(shifted, image[0])
-  cut = augment.cutout(jax.random.key(0), image[0])
-  assert 0 < int((cut == 0).sum()) <= 16  # at most a 4x4 square of an 8x8 image
+  image = jnp.arange(64, dtype=jnp.float32).reshape(8, 8, 1) + 1  # no zeros of its own
 
-
+  def shifted_by(dy, dx):  # content moved by (dy, dx), zeros filling in
+    out = np.zeros((8, 8, 1), np.float32)
+    out[max(dy, 0):8 + min(dy, 0), max(dx, 0):8 + min(dx, 0)] = \
+        np.asarray(image)[max(-dy, 0):8 + min(-dy, 0), max(-dx, 0):8 + min(-dx, 0)]
+    return out
+  seen = set()
+  for seed in range(20):  # 8 px x 1/8: shifts of -1, 0 or 1 each way
+    out = np.asarray(augment.translation(jax.random.key(seed), image))
+    match = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)
+             if np.array_equal(out, shifted_by(dy, dx))]
+    assert len(match) == 1, seed
+    seen.add(match[0])
+  assert len(seen) >= 5
+  for seed in range(10):
+    cut = np.asarray(augment.cutout(jax.random.key(seed), image))[..., 0]
+    rows, cols = np.nonzero(cut == 0)
+    assert 0 < len(rows) <= 16  # at most a 4x4 square of an 8x8 image
+    assert len(rows) == (np.ptp(rows) + 1) * (np.ptp(cols) + 1)  # one solid rectangle
+    kept = cut != 0
+    np.testing.assert_array_equal(cut[kept], np.asarray(image)[..., 0][kept])
 
 
 @pytest.mark.parametrize('pipeline', ['bgc', 'blit', 'geom', 'color'])

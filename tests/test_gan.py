@@ -114,6 +114,16 @@ def test_truncation_and_style_mixing():
     np.testing.assert_array_equal(mixed[i, cutoff:], other[i, cutoff:])
 
 
+def test_labels_are_checked_against_the_model():
+  from jaxgen.objectives import class_labels
+  assert class_labels(None, 4, 0) is None
+  with pytest.raises(ValueError, match='not class-conditional'):
+    class_labels('3', 4, 0)
+  np.testing.assert_array_equal(class_labels('1,2', 5, 10), [1, 2, 1, 2, 1])
+  with pytest.raises(ValueError, match=r'give class indices in \[0, 10\)'):
+    class_labels('12', 4, 10)
+
+
 def test_style_ranges_follow_the_stylegan_paper():
   # 1024 px (18 w): coarse 4-8 px, middle 16-32 px, fine 64-1024 px.
   assert gan.style_ranges(18) == {'coarse': (0, 4), 'middle': (4, 8), 'fine': (8, 18)}

@@ -79,8 +79,14 @@ def to_uint8(images: jax.Array) -> jax.Array:
   return jnp.clip(jnp.round((images + 1.0) * 127.5), 0, 255).astype(jnp.uint8)
 
 
-def class_labels(labels, n: int, num_classes: int) -> jax.Array:
-  """[n] int labels from None (0, 1, 2, ... cycled), an int, or a string like '3' or '0,5'."""
+def class_labels(labels, n: int, num_classes: int) -> jax.Array | None:
+  """[n] int labels from None (0, 1, 2, ... cycled), an int, or a string like '3' or '0,5';
+  None for a model that is not class-conditional (num_classes=0), which takes no labels."""
+  if not num_classes:
+    if labels is not None:
+      raise ValueError('sample option labels: this model is not class-conditional '
+                       '(model.num_classes=0)')
+    return None
   if labels is None:
     return jnp.arange(n) % num_classes
   if isinstance(labels, str):

@@ -96,11 +96,7 @@ def make_objective(config: ml_collections.ConfigDict) -> Objective:
     kwargs = {'steps': steps or dcfg.sample_steps,
               'eta': dcfg.eta if eta is None else eta}
     scale = dcfg.guidance_scale if guidance_scale is None else guidance_scale
-    if num_classes:
-      labels = class_labels(labels, n, num_classes)
-    elif labels is not None:
-      raise ValueError('sample option labels: this model is not class-conditional '
-                       '(model.num_classes=0)')
+    labels = class_labels(labels, n, num_classes)
 
     def denoise(x, t):
       if num_classes and scale != 1.0:

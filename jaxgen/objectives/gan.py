@@ -192,13 +192,13 @@ def make_objective(config: ml_collections.ConfigDict) -> Objective:
     return disc.apply(d_params, augment_images(key, images, p), labels)
 
   def d_main_loss(d_params, real, fake, labels, key, p):
-    keys = jax.random.split(key, 3)
+    keys = jax.random.split(key, 4)
     logits_real = discriminate(d_params, real, labels, keys[0], p)
     logits_fake = discriminate(d_params, fake, labels, keys[1], p)
     loss = d_loss(gcfg.loss, logits_real, logits_fake)
     if gcfg.loss == 'wgan_gp':
       loss += gcfg.gp_weight * gradient_penalty(
-          lambda x: discriminate(d_params, x, labels, keys[2], p), real, fake, keys[2])
+          lambda x: discriminate(d_params, x, labels, keys[2], p), real, fake, keys[3])
     return loss, (logits_real, logits_fake)
 
   def d_reg_loss(d_params, real, labels, key, p):
@@ -294,11 +294,7 @@ def make_objective(config: ml_collections.ConfigDict) -> Objective:
   def prior_latents(params, rng, n, *, truncation_psi=None, truncation_cutoff=None,
                     labels=None):
     """Mapped, truncated w [n, num_ws, w_dim] of fresh latents (`params`: sample_params)."""
-    if num_classes:
-      labels = class_labels(labels, n, num_classes)
-    elif labels is not None:
-      raise ValueError('sample option labels: this model is not class-conditional '
-                       '(model.num_classes=0)')
+    labels = class_labels(labels, n, num_classes)
     psi = gcfg.truncation_psi if truncation_psi is None else truncation_psi
     cutoff = gcfg.truncation_cutoff if truncation_cutoff is None else truncation_cutoff
     ws = mapping(params['g'], jax.random.normal(rng, (n, z_dim)), labels)
