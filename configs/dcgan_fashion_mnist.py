@@ -6,7 +6,7 @@ Run (CPU demo):
   jaxgen-eval --workdir=runs/dcgan_demo --num_samples=10000
 
 Variants (after the colon):
-  demo     a small DCGAN, batch 64: the CPU demo.
+  demo     a small class-conditional DCGAN, batch 64: the CPU demo (`make gan-demo`).
   tiny     a few steps of minute networks: what the tests run.
   (none)   a full-width DCGAN (ch 64), 50k steps at batch 64.
 
@@ -71,6 +71,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.discriminator.ch = 64
   config.discriminator.norm = 'none'
   config.discriminator.cmap_dim = 128  # class-conditional: the projection's width
+  config.discriminator.mbstd_group_size = 0  # > 0: minibatch-stddev feature over groups this size
   config.discriminator.compute_dtype = 'float32'
 
   config.gan = gan()
@@ -78,11 +79,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.discriminator_optimizer = adam()
 
   if variant == 'demo':
-    config.update(dict(total_steps=3_000, log_every=100, sample_every=500,
-                       checkpoint_every=500))
+    # Chosen by 2,000-step trials at batch 64 (10,000 samples each, 2-core AMD EPYC):
+    # G 16 wide (GroupNorm), D 64, R1 gamma 1 every 4 steps, no augmentation: FD-FMNIST 88.7,
+    # recall 0.29; the same class-conditional: 19.3, recall 0.38; then G 32 wide with
+    # LayerNorm and D's minibatch stddev: 12.4, recall 0.43.
+    # 2,400 steps: ~3.45 steps/s on one device of a 2-core AMD EPYC (11.6 min of the 15).
+    config.update(dict(total_steps=2_400, log_every=100, sample_every=600,
+                       checkpoint_every=600))
     config.data.num_threads = 1
-    config.model.ch = 32
-    config.discriminator.ch = 32
+    config.model.update(dict(ch=32, norm='layer', num_classes=10))
+    config.discriminator.update(dict(ch=64, mbstd_group_size=4))
+    config.gan.update(dict(augment='none', r1_gamma=1.0, d_reg_interval=4))
   elif variant == 'tiny':
     common.tiny(config)
     config.model.update(dict(z_dim=8, ch=4))

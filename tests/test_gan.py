@@ -124,6 +124,52 @@ def test_labels_are_checked_against_the_model():
     class_labels('12', 4, 10)
 
 
+def test_dcgan_upconv_is_the_transposed_convolution_of_nnx():
+  from flax import nnx
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 7, 5, 6)), jnp.float32)
+  ref = nnx.ConvTranspose(6, 4, kernel_size=(4, 4), strides=(2, 2), padding='SAME',
+                          bias_init=nnx.initializers.normal(1.0), rngs=nnx.Rngs(0))
+  up = dcgan.UpConv(6, 4, nnx.Rngs(1))
+  up.kernel[...], up.bias[...] = ref.kernel[...], ref.bias[...]
+  np.testing.assert_allclose(up(x), ref(x), rtol=1e-5, atol=1e-5)
+  assert up(x).shape == (2, 14, 10, 4)
+  grads = [jax.grad(lambda x: jnp.sum(jnp.sin(m(x))))(x) for m in (up, ref)]
+  np.testing.assert_allclose(grads[0], grads[1], rtol=1e-4, atol=1e-5)
+
+
+def test_dcgan_minibatch_stddev_lets_d_see_the_variety_of_its_group():
+  from flax import nnx
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(8, 28, 28, 1)), jnp.float32)
+  changed = x.at[4].multiply(3.0)  # example 4 shares a group (size 2: 0 and 4) with example 0
+  for group, moves in ((0, False), (2, True)):
+    d = dcgan.Discriminator(image_size=28, channels=1, ch=4, norm='none', num_classes=0,
+                            cmap_dim=0, mbstd_group_size=group, rngs=nnx.Rngs(0))
+    before, after = d(x), d(changed)
+    assert before.shape == (8,)
+    np.testing.assert_array_equal(before[1:4], after[1:4])  # other groups never see it
+    assert bool(before[0] != after[0]) == moves
+
+
+def test_dcgan_discriminator_takes_matmul_gradients_in_lazy_branches():
+  from flax import nnx
+  from jaxgen.models import conv
+  d = dcgan.Discriminator(image_size=28, channels=1, ch=4, norm='none', num_classes=0,
+                          cmap_dim=0, rngs=nnx.Rngs(0))
+  graphdef, params = nnx.split(d)
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 28, 28, 1)), jnp.float32)
+
+  def r1_grads(p):  # R1's gradient with respect to D's weights: a second derivative
+    return jax.grad(lambda p: gan.r1_penalty(lambda x: nnx.merge(graphdef, p)(x), x, 1.0)[0])(p)
+
+  xla = r1_grads(params)
+  assert 'custom_vjp' not in str(jax.make_jaxpr(r1_grads)(params))
+  with conv.matmul_gradients():  # (a new function: traces are cached without the switch)
+    matmul_jaxpr = str(jax.make_jaxpr(lambda p: r1_grads(p))(params))
+    matmul = r1_grads(params)
+  assert 'custom_vjp' in matmul_jaxpr
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), xla, matmul)
+
+
 def test_style_ranges_follow_the_stylegan_paper():
   # 1024 px (18 w): coarse 4-8 px, middle 16-32 px, fine 64-1024 px.
   assert gan.style_ranges(18) == {'coarse': (0, 4), 'middle': (4, 8), 'fine': (8, 18)}

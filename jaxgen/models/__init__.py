@@ -55,7 +55,8 @@ def _dcgan(cfg: ml_collections.ConfigDict, input_shape: Shape, *, role: str,
       return dcgan.Generator(image_size=size, channels=channels, z_dim=cfg.z_dim, ch=cfg.ch,
                              norm=cfg.norm, num_classes=cfg.num_classes, dtype=dtype, rngs=rngs)
     return dcgan.Discriminator(image_size=size, channels=channels, ch=cfg.ch, norm=cfg.norm,
-                               num_classes=num_classes, cmap_dim=cfg.cmap_dim, dtype=dtype,
+                               num_classes=num_classes, cmap_dim=cfg.cmap_dim,
+                               mbstd_group_size=cfg.get('mbstd_group_size', 0), dtype=dtype,
                                rngs=rngs)
   return factory
 

@@ -2,11 +2,16 @@
 
 Generator: z (and a label embedding) -> dense -> base x base feature map, where base is the
 image size halved until it is at most 7 (28 -> 7, 32 -> 4, 64 -> 4); then one 4x4
-transposed convolution of stride 2 per doubling (widths halving down to `ch`), and a 3x3
-convolution to the image channels with tanh. Discriminator: 4x4 convolutions of stride 2
+transposed convolution of stride 2 per doubling (widths halving down to `ch`; computed as a
+3x3 convolution into the four output phases, `UpConv`), and a 3x3 convolution to the image
+channels with tanh. Discriminator: 4x4 convolutions of stride 2
 (widths doubling from `ch`) with LeakyReLU(0.2), no normalisation on the first, down to the
-base size, then one dense layer to the logit, or, class-conditional, to a `cmap_dim`
-vector projected on the label's embedding (Miyato & Koyama 2018, as StyleGAN2 conditions).
+base size (their gradients go through matrix products inside lazy-regulariser branches:
+`conv.conv_general_dilated`), optionally StyleGAN's minibatch-standard-deviation feature map there
+(`mbstd_group_size` > 0: D sees how varied a group of its inputs is, which penalises a G
+that collapses onto few images), then one dense layer to the logit, or, class-conditional,
+to a `cmap_dim` vector projected on the label's embedding (Miyato & Koyama 2018, as
+StyleGAN2 conditions).
 
 Both networks speak the GAN objective's interface (shared with StyleGAN2):
   generator.mapping(z, labels) -> ws [B, num_ws, w_dim]  (DCGAN: ws = [z, embed(label)], one)
@@ -26,7 +31,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxgen.models import layers
+from jaxgen.models import conv as conv_lib
+from jaxgen.models import layers, stylegan2
 
 _INIT = nnx.initializers.normal(0.02)  # DCGAN's initialisation
 NORMS = ('group', 'layer', 'none')
@@ -49,6 +55,21 @@ def _norm(kind: str, channels: int, rngs: nnx.Rngs):
   return nnx.GroupNorm(channels, num_groups=groups, rngs=rngs)
 
 
+class UpConv(nnx.Module):
+  """DCGAN's 4x4, stride-2 transposed convolution (the parameters and function of
+  `nnx.ConvTranspose(..., padding='SAME')`), run as `conv.conv_transpose_4x4_stride2`."""
+
+  def __init__(self, cin: int, cout: int, rngs: nnx.Rngs, dtype=None):
+    self.kernel = nnx.Param(_INIT(rngs.params(), (4, 4, cin, cout)))
+    self.bias = nnx.Param(jnp.zeros((cout,)))
+    self.dtype = dtype
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    dtype = self.dtype or x.dtype
+    y = conv_lib.conv_transpose_4x4_stride2(x.astype(dtype), self.kernel[...].astype(dtype))
+    return y + self.bias[...].astype(dtype)
+
+
 class Generator(nnx.Module):
   def __init__(self, *, image_size: int, channels: int, z_dim: int, ch: int, norm: str,
                num_classes: int, rngs: nnx.Rngs, dtype=None):
@@ -64,8 +85,7 @@ class Generator(nnx.Module):
     self.norm_in = _norm(norm, width, rngs)
     ups, norms = [], []
     for _ in range(steps):
-      ups.append(nnx.ConvTranspose(width, width // 2, kernel_size=(4, 4), strides=(2, 2),
-                                   padding='SAME', kernel_init=_INIT, dtype=dtype, rngs=rngs))
+      ups.append(UpConv(width, width // 2, rngs, dtype=dtype))
       norms.append(_norm(norm, width // 2, rngs))
       width //= 2
     self.ups, self.norms = nnx.List(ups), nnx.List(norms)
@@ -89,18 +109,19 @@ class Generator(nnx.Module):
 
 class Discriminator(nnx.Module):
   def __init__(self, *, image_size: int, channels: int, ch: int, norm: str, num_classes: int,
-               cmap_dim: int, rngs: nnx.Rngs, dtype=None):
+               cmap_dim: int, rngs: nnx.Rngs, mbstd_group_size: int = 0, dtype=None):
     steps, base = base_size(image_size)
+    self.mbstd_group_size = mbstd_group_size
     convs, norms, width = [], [], channels
     for i in range(steps):
       convs.append(nnx.Conv(width, ch * 2**i, kernel_size=(4, 4), strides=(2, 2),
                             padding=((1, 1), (1, 1)), kernel_init=_INIT, dtype=dtype,
-                            rngs=rngs))
+                            conv_general_dilated=conv_lib.conv_general_dilated, rngs=rngs))
       norms.append(_norm(norm if i else 'none', ch * 2**i, rngs))
       width = ch * 2**i
     self.convs, self.norms = nnx.List(convs), nnx.List(norms)
     self.cmap_dim = cmap_dim if num_classes else 0
-    self.out = nnx.Linear(base * base * width, self.cmap_dim or 1, kernel_init=_INIT,
+    self.out = nnx.Linear(base * base * (width + bool(mbstd_group_size)), self.cmap_dim or 1, kernel_init=_INIT,
                           dtype=dtype, rngs=rngs)
     self.embed = (nnx.Embed(num_classes, cmap_dim, embedding_init=nnx.initializers.normal(1.0),
                             rngs=rngs) if num_classes else None)
@@ -109,6 +130,8 @@ class Discriminator(nnx.Module):
     h = x
     for conv, norm in zip(self.convs, self.norms):
       h = nnx.leaky_relu(norm(conv(h)), 0.2)
+    if self.mbstd_group_size:
+      h = stylegan2.minibatch_stddev(h, self.mbstd_group_size, 1)
     out = self.out(h.reshape(h.shape[0], -1)).astype(jnp.float32)
     if self.embed is None:
       return out[:, 0]
