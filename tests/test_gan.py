@@ -133,7 +133,7 @@ def test_dcgan_upconv_is_the_transposed_convolution_of_nnx():
   up.kernel[...], up.bias[...] = ref.kernel[...], ref.bias[...]
   np.testing.assert_allclose(up(x), ref(x), rtol=1e-5, atol=1e-5)
   assert up(x).shape == (2, 14, 10, 4)
-  grads = [jax.grad(lambda x: jnp.sum(jnp.sin(m(x))))(x) for m in (up, ref)]
+  grads = [jax.grad(lambda x, m=m: jnp.sum(jnp.sin(m(x))))(x) for m in (up, ref)]
   np.testing.assert_allclose(grads[0], grads[1], rtol=1e-4, atol=1e-5)
 
 
@@ -152,6 +152,7 @@ def test_dcgan_minibatch_stddev_lets_d_see_the_variety_of_its_group():
 
 def test_dcgan_discriminator_takes_matmul_gradients_in_lazy_branches():
   from flax import nnx
+
   from jaxgen.models import conv
   d = dcgan.Discriminator(image_size=28, channels=1, ch=4, norm='none', num_classes=0,
                           cmap_dim=0, rngs=nnx.Rngs(0))

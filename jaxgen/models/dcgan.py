@@ -121,8 +121,9 @@ class Discriminator(nnx.Module):
       width = ch * 2**i
     self.convs, self.norms = nnx.List(convs), nnx.List(norms)
     self.cmap_dim = cmap_dim if num_classes else 0
-    self.out = nnx.Linear(base * base * (width + bool(mbstd_group_size)), self.cmap_dim or 1, kernel_init=_INIT,
-                          dtype=dtype, rngs=rngs)
+    features = base * base * (width + bool(mbstd_group_size))
+    self.out = nnx.Linear(features, self.cmap_dim or 1, kernel_init=_INIT, dtype=dtype,
+                          rngs=rngs)
     self.embed = (nnx.Embed(num_classes, cmap_dim, embedding_init=nnx.initializers.normal(1.0),
                             rngs=rngs) if num_classes else None)
 
