@@ -2,8 +2,8 @@
 
 Generator: z (and a label embedding) -> dense -> base x base feature map, where base is the
 image size halved until it is at most 7 (28 -> 7, 32 -> 4, 64 -> 4); then one 4x4
-transposed convolution of stride 2 per doubling (widths halving down to `ch`; computed as a
-3x3 convolution into the four output phases, `UpConv`), and a 3x3 convolution to the image
+transposed convolution of stride 2 per doubling (widths halving down to `ch`; computed as
+four 2x2 convolutions, one per output phase, `UpConv`), and a 3x3 convolution to the image
 channels with tanh. Discriminator: 4x4 convolutions of stride 2
 (widths doubling from `ch`) with LeakyReLU(0.2), no normalisation on the first, down to the
 base size (their gradients go through matrix products inside lazy-regulariser branches:
