@@ -154,8 +154,10 @@ def test_two_processes_train_like_one_across_a_preemption_a_peer_death_and_rerun
 
 def test_a_gan_on_two_processes_trains_like_one(tmp_path, prepared_fmnist):
   """The GAN step across processes: two optimizers, R1 and path length (step 0), DiffAugment
-  per example, G's EMA and the gan/ state, 2 processes x 4 devices against 1 x 8."""
-  overrides = {**prepared_fmnist, 'total_steps': 3}
+  per example, G's EMA and the gan/ state, class-conditional with minibatch stddev over
+  groups that span devices, 2 processes x 4 devices against 1 x 8."""
+  overrides = {**prepared_fmnist, 'total_steps': 3, 'model.num_classes': 10,
+               'discriminator.mbstd_group_size': 4}
   config = tiny_config_with('dcgan_fashion_mnist', **overrides)
   straight = jax.device_get(train.run(config, str(tmp_path / 'one')))
   for code, out in _run_two(tmp_path / 'two', overrides, config='dcgan_fashion_mnist'):

@@ -19,8 +19,10 @@ Both networks speak the GAN objective's interface (shared with StyleGAN2):
   discriminator(images, labels) -> logits [B]
 
 `norm`: 'group' (GroupNorm, 32 groups where the width allows), 'layer' (one group) or
-'none'. DCGAN's BatchNorm is not offered: it keeps running statistics (hidden state) and
-mixes the examples of a batch, which a sharded step would have to synchronise.
+'none'. A layer followed by a norm has no bias, as in DCGAN: the norm's own shift replaces
+it (and a per-channel norm would cancel it, leaving a parameter that only rounding moves).
+DCGAN's BatchNorm is not offered: it keeps running statistics (hidden state) and mixes
+the examples of a batch, which a sharded step would have to synchronise.
 """
 
 from __future__ import annotations
@@ -59,15 +61,15 @@ class UpConv(nnx.Module):
   """DCGAN's 4x4, stride-2 transposed convolution (the parameters and function of
   `nnx.ConvTranspose(..., padding='SAME')`), run as `conv.conv_transpose_4x4_stride2`."""
 
-  def __init__(self, cin: int, cout: int, rngs: nnx.Rngs, dtype=None):
+  def __init__(self, cin: int, cout: int, rngs: nnx.Rngs, dtype=None, use_bias: bool = True):
     self.kernel = nnx.Param(_INIT(rngs.params(), (4, 4, cin, cout)))
-    self.bias = nnx.Param(jnp.zeros((cout,)))
+    self.bias = nnx.Param(jnp.zeros((cout,))) if use_bias else None
     self.dtype = dtype
 
   def __call__(self, x: jax.Array) -> jax.Array:
     dtype = self.dtype or x.dtype
     y = conv_lib.conv_transpose_4x4_stride2(x.astype(dtype), self.kernel[...].astype(dtype))
-    return y + self.bias[...].astype(dtype)
+    return y if self.bias is None else y + self.bias[...].astype(dtype)
 
 
 class Generator(nnx.Module):
@@ -80,12 +82,13 @@ class Generator(nnx.Module):
     self.w_dim = z_dim * (2 if num_classes else 1)
     width = ch * 2**steps
     self.width = width
+    bias = norm == 'none'
     self.project = nnx.Linear(self.w_dim, self.base * self.base * width, kernel_init=_INIT,
-                              dtype=dtype, rngs=rngs)
+                              use_bias=bias, dtype=dtype, rngs=rngs)
     self.norm_in = _norm(norm, width, rngs)
     ups, norms = [], []
     for _ in range(steps):
-      ups.append(UpConv(width, width // 2, rngs, dtype=dtype))
+      ups.append(UpConv(width, width // 2, rngs, dtype=dtype, use_bias=bias))
       norms.append(_norm(norm, width // 2, rngs))
       width //= 2
     self.ups, self.norms = nnx.List(ups), nnx.List(norms)
@@ -116,6 +119,7 @@ class Discriminator(nnx.Module):
     for i in range(steps):
       convs.append(nnx.Conv(width, ch * 2**i, kernel_size=(4, 4), strides=(2, 2),
                             padding=((1, 1), (1, 1)), kernel_init=_INIT, dtype=dtype,
+                            use_bias=norm == 'none' or i == 0,
                             conv_general_dilated=conv_lib.conv_general_dilated, rngs=rngs))
       norms.append(_norm(norm if i else 'none', ch * 2**i, rngs))
       width = ch * 2**i
