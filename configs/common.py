@@ -57,6 +57,15 @@ def tfds_images(**overrides) -> ml_collections.ConfigDict:
   data.channels = 1
   data.resize = 'none'  # 'none' | 'pad' | 'resize' (centre crop + bicubic)
   data.random_flip = False
+  data.jitter_size = 0  # > image_size: resize to it, then random crop back (pix2pix's jitter)
+  # Image-to-image translation. Paired: two image features of each example, source_key ->
+  # target_key. Unpaired: two domains, split and target_split (of target_name, or of this
+  # dataset when ''), shuffled apart; eval_split / target_eval_split for evaluation.
+  data.source_key = ''
+  data.target_key = ''
+  data.target_name = ''
+  data.target_split = ''
+  data.target_eval_split = ''
   data.num_threads = 4
   data.update(overrides)
   return data

@@ -44,6 +44,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, num_processes:
              f'config.{field}={value!r} is not one of {", ".join(map(repr, allowed))}')
   _require(config.data.resize in ('none', 'pad', 'resize'),
            f'config.data.resize={config.data.resize!r} must be "none", "pad" or "resize"')
+  _validate_translation_data(config.data)
 
   try:
     shape = sharding.mesh_shape(config.mesh, num_devices)
@@ -61,6 +62,24 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, num_processes:
              'a tuple of mesh axes')
   if training:
     _validate_batches(config, shape[0] * shape[1], num_processes)
+
+
+def _validate_translation_data(data: ml_collections.ConfigDict) -> None:
+  jitter = data.get('jitter_size', 0)
+  _require(jitter == 0 or jitter >= data.image_size,
+           f'config.data.jitter_size={jitter} must be 0 (no jitter) or at least '
+           f'data.image_size={data.image_size} (the random crop is image_size)')
+  paired = bool(data.get('source_key')) or bool(data.get('target_key'))
+  _require(not paired or (data.get('source_key') and data.get('target_key')),
+           'config.data.source_key and data.target_key go together (a paired dataset: the '
+           'features of the source and target images); set both or neither')
+  _require(not (paired and data.get('target_split')),
+           'config.data: source_key/target_key (paired examples) and target_split (two '
+           'unpaired domains) exclude each other; set one')
+  _require(not (data.get('target_name') or data.get('target_eval_split'))
+           or data.get('target_split'),
+           'config.data.target_name/target_eval_split need data.target_split (the target '
+           "domain's training split)")
 
 
 def _validate_batches(config: ml_collections.ConfigDict, batch_parallel: int,

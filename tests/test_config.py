@@ -45,6 +45,9 @@ def _check(config, num_devices=8, processes=1):
     ('data.resize', 'crop', 'config.data.resize=\'crop\' must be'),
     ('mesh.fsdp', 16, "config.mesh: mesh: {'data': -1, 'fsdp': 16} cannot be filled from 8"),
     ('sharding.rules', (('.*', 'shard_everything'),), "rule 'shard_everything' must be"),
+    ('data.jitter_size', 20, 'config.data.jitter_size=20 must be 0 (no jitter) or at least'),
+    ('data.source_key', 'edges', 'data.source_key and data.target_key go together'),
+    ('data.target_name', 'cycle_gan/apple2orange', 'need data.target_split'),
 ])
 def test_validate_names_the_field(field, value, message):
   config = load_config('tiny')

@@ -100,14 +100,20 @@ class FashionMnistIdx(tfds.core.GeneratorBasedBuilder):
       yield i, {'image': image, 'label': int(label)}
 
 
-def data_source(split: str, data_dir: str | None, idx_dir: str):
-  """The prepared array_record source, preparing it from IDX files on first use."""
-  builder = FashionMnistIdx(idx_dir=idx_dir, data_dir=data_dir, file_format='array_record')
+def data_source(split: str, data_dir: str | None, idx_dir: str, builder_class=None):
+  """The prepared array_record source of a builder that reads the IDX files (Fashion-MNIST's
+  own by default), preparing it from them on first use."""
+  builder_class = builder_class or FashionMnistIdx
+  builder = builder_class(idx_dir=idx_dir, data_dir=data_dir, file_format='array_record')
   if not builder.is_prepared():
     for stems in IDX_FILES.values():
       for stem in stems:
         _find(idx_dir, stem)  # fail before TFDS creates anything
     builder.download_and_prepare()
+  base = split.split('[')[0]
+  if base not in builder.info.splits:
+    raise ValueError(f'{builder.name} has no split {base!r}; its splits are '
+                     f'{sorted(builder.info.splits)}')
   if builder.info.splits[split].num_examples == 0:
     return []  # array_record cannot open an empty selection such as 'train[64:]'
   return builder.as_data_source(split=split)

@@ -18,7 +18,12 @@ import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from jaxgen.data import fashion_mnist
+from jaxgen.data import fashion_mnist, fashion_translation
+
+# Datasets that are built here from the Fashion-MNIST IDX files when TFDS has not prepared
+# them (`data.manual_dir`): no download needed.
+FROM_IDX_FILES = {'fashion_mnist': fashion_mnist.FashionMnistIdx,
+                  **fashion_translation.BUILDERS}
 
 
 class DataError(ValueError):
@@ -32,16 +37,20 @@ def load_source(cfg: ml_collections.ConfigDict, split: str | None = None):
   try:
     source = tfds.data_source(cfg.name, split=split, data_dir=data_dir, download=False)
   except (tfds.core.DatasetNotFoundError, AssertionError, KeyError, NotImplementedError) as e:
-    if cfg.name != 'fashion_mnist':
+    if cfg.name not in FROM_IDX_FILES:
       raise DataError(f'TFDS dataset {cfg.name!r} is not prepared as array_record in '
                       f'data_dir={data_dir!r}: prepare it with `tfds build {cfg.name} '
                       '--file_format=array_record` (needs the internet) or set '
                       '--config.data.data_dir to where it is.') from e
-    logging.info('TFDS fashion_mnist not prepared; using the IDX files in %s', cfg.manual_dir)
+    logging.info('TFDS %s not prepared; building it from the IDX files in %s', cfg.name,
+                 cfg.manual_dir)
     try:
-      source = fashion_mnist.data_source(split, data_dir, cfg.manual_dir)
+      source = fashion_mnist.data_source(split, data_dir, cfg.manual_dir,
+                                         FROM_IDX_FILES[cfg.name])
     except (FileNotFoundError, fashion_mnist.IdxFormatError) as e2:
       raise DataError(str(e2)) from e2
+    except ValueError as e2:
+      raise DataError(f'data.split={split!r}: {e2}') from e2
   except ValueError as e:
     raise DataError(f'data.split={split!r} of {cfg.name!r}: {e}') from e
   if len(source) == 0:
@@ -63,13 +72,22 @@ def read_example(source, index: int, cfg: ml_collections.ConfigDict, split: str
                     'by itself)') from e
 
 
+def _image_of(example: dict[str, np.ndarray], key: str, index: int,
+              cfg: ml_collections.ConfigDict, split: str) -> np.ndarray:
+  """The preprocessed image `key` of example `index` of `split`; errors name the example."""
+  if key not in example:
+    raise DataError(f'{cfg.name} examples have no feature {key!r} (they have '
+                    f'{sorted(example)}); set the data section\'s image/source/target keys')
+  try:
+    return preprocess_image(example[key], cfg)
+  except DataError as e:
+    raise DataError(f'{cfg.name} split {split!r} example {index} ({key}): {e}') from e
+
+
 def image_of(example: dict[str, np.ndarray], index: int, cfg: ml_collections.ConfigDict,
              split: str) -> np.ndarray:
   """The preprocessed image of example `index` of `split`; errors name the example."""
-  try:
-    return preprocess_image(example[cfg.image_key], cfg)
-  except DataError as e:
-    raise DataError(f'{cfg.name} split {split!r} example {index}: {e}') from e
+  return _image_of(example, cfg.image_key, index, cfg, split)
 
 
 def read_image(source, index: int, cfg: ml_collections.ConfigDict, split: str) -> np.ndarray:
@@ -105,44 +123,118 @@ def preprocess_image(image: np.ndarray, cfg: ml_collections.ConfigDict) -> np.nd
   return out
 
 
+def translation_kind(cfg: ml_collections.ConfigDict) -> str | None:
+  """'paired' (two images per example: `source_key` -> `target_key`), 'unpaired' (two
+  datasets or splits at once: `split` and `target_split`), or None (one image per example).
+  Translation batches hold `source` and `target` images; the others `image` (and `label`)."""
+  if cfg.get('source_key'):
+    return 'paired'
+  if cfg.get('target_split'):
+    return 'unpaired'
+  return None
+
+
+def target_config(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The data section that reads an unpaired run's target domain (`target_name`, or the same
+  dataset, at `target_split`)."""
+  target = ml_collections.ConfigDict(cfg.to_dict())
+  target.name = cfg.get('target_name') or cfg.name
+  target.split = cfg.target_split
+  target.eval_split = cfg.get('target_eval_split') or cfg.eval_split
+  return target
+
+
+def jitter(images: list[np.ndarray], rng: np.random.Generator, cfg: ml_collections.ConfigDict
+           ) -> list[np.ndarray]:
+  """pix2pix's random jitter, the same for every image of the list (a source and its
+  target): resize to `jitter_size` (bicubic), random crop back to `image_size`, and a
+  random horizontal flip when `random_flip`. Without jitter_size, only the flip."""
+  size, big = cfg.image_size, cfg.get('jitter_size', 0)
+  if big and big != size:
+    top, left = rng.integers(0, big - size + 1, size=2)
+    images = [_resize(image, big)[top:top + size, left:left + size] for image in images]
+  if cfg.random_flip and rng.random() < 0.5:
+    images = [image[:, ::-1] for image in images]
+  return images
+
+
+def _resize(image: np.ndarray, size: int) -> np.ndarray:
+  """float [H, W, C] in [-1, 1] -> [size, size, C], bicubic (clipped, as on uint8 images),
+  channel by channel in PIL's float mode."""
+  channels = [Image.fromarray(np.ascontiguousarray(image[..., c], np.float32))
+              for c in range(image.shape[-1])]
+  resized = [np.asarray(c.resize((size, size), Image.BICUBIC)) for c in channels]
+  return np.clip(np.stack(resized, axis=-1), -1.0, 1.0)
+
+
+def _index_batches(length: int, global_batch_size: int, seed: int, repeat: bool):
+  indices = grain.MapDataset.range(length).seed(seed).shuffle()
+  if repeat:
+    indices = indices.repeat(None)  # reshuffled every epoch
+  return indices.batch(global_batch_size, drop_remainder=True)
+
+
 def make_dataset(cfg: ml_collections.ConfigDict, global_batch_size: int, seed: int,
                  *, process_index: int | None = None, process_count: int | None = None,
                  split: str | None = None, repeat: bool = True) -> grain.MapDataset:
-  """This process's rows of each global batch: shuffle, repeat, batch, read, decode, flip."""
+  """This process's rows of each global batch: shuffle, repeat, batch, read, decode, flip.
+
+  An unpaired translation dataset shuffles its two domains apart (seeds `seed` and
+  `seed + 1`) and zips them by batch number: one iterator position covers both."""
   process_index = jax.process_index() if process_index is None else process_index
   process_count = jax.process_count() if process_count is None else process_count
   if global_batch_size % process_count:
     raise DataError(f'global_batch_size={global_batch_size} is not divisible by the '
                     f'{process_count} processes')
-  source = load_source(cfg, split)
+  kind = translation_kind(cfg)
+  split = split or cfg.split
+  domains = [(cfg, split, load_source(cfg, split))]
+  if kind == 'unpaired':
+    target = target_config(cfg)
+    target_split = target.split if split == cfg.split else target.eval_split
+    domains.append((target, target_split, load_source(target, target_split)))
+  for domain_cfg, domain_split, source in domains:
+    if len(source) < global_batch_size:
+      raise DataError(f'{domain_cfg.name} split {domain_split!r} has {len(source)} examples, '
+                      f'fewer than one global batch of {global_batch_size}')
   local_batch = global_batch_size // process_count
-  if len(source) < global_batch_size:
-    raise DataError(f'{cfg.name} split {split or cfg.split!r} has {len(source)} examples, '
-                    f'fewer than one global batch of {global_batch_size}')
   # Shuffle and batch *indices* globally (every process computes the same permutation),
   # then each process reads and decodes only its own rows of each global batch. So the
   # global batches are the same whatever the number of processes, and nothing is read twice.
-  indices = grain.MapDataset.range(len(source)).seed(seed).shuffle()
-  if repeat:
-    indices = indices.repeat(None)  # reshuffled every epoch
-  batches = indices.batch(global_batch_size, drop_remainder=True)
+  streams = [_index_batches(len(source), global_batch_size, seed + i, repeat)
+             for i, (_, _, source) in enumerate(domains)]
+  batches = streams[0]
+  if len(streams) == 2:
+    other = streams[1]
+    if not repeat:
+      length = min(len(batches), len(other))
+      batches, other = batches[:length], other[:length]
+    batches = batches.map_with_index(lambda number, first: (first, other[number]))
   first_row = process_index * local_batch
 
-  def load(batch_number: int, global_indices: np.ndarray) -> dict[str, np.ndarray]:
-    mine = [int(i) for i in global_indices[first_row:first_row + local_batch]]
-    examples = [read_example(source, i, cfg, split or cfg.split) for i in mine]
-    images = []
-    for row, (index, example) in enumerate(zip(mine, examples)):
-      image = image_of(example, index, cfg, split or cfg.split)
-      # Flip decisions depend on the global position only, not on the process layout.
-      flip_rng = np.random.default_rng([seed, batch_number, first_row + row])
-      if cfg.random_flip and flip_rng.random() < 0.5:
-        image = image[:, ::-1]
-      images.append(image)
-    out = {'image': np.ascontiguousarray(np.stack(images))}
-    if cfg.label_key:
-      out['label'] = np.asarray([example[cfg.label_key] for example in examples], np.int32)
-    return out
+  def rows(global_indices: np.ndarray) -> list[int]:
+    return [int(i) for i in global_indices[first_row:first_row + local_batch]]
+
+  def load(batch_number: int, global_indices) -> dict[str, np.ndarray]:
+    per_domain = global_indices if kind == 'unpaired' else (global_indices,)
+    out: dict[str, list] = {}
+    for d, ((domain_cfg, domain_split, source), indices) in enumerate(zip(domains, per_domain)):
+      for row, index in enumerate(rows(indices)):
+        example = read_example(source, index, domain_cfg, domain_split)
+        # Random decisions depend on the global position only, not on the process layout.
+        rng = np.random.default_rng([seed, batch_number, first_row + row] + [d] * bool(d))
+        if kind == 'paired':
+          keys = {'source': cfg.source_key, 'target': cfg.target_key}
+        else:
+          keys = {('source', 'target')[d] if kind else 'image': domain_cfg.image_key}
+        images = [_image_of(example, key, index, domain_cfg, domain_split)
+                  for key in keys.values()]
+        for name, image in zip(keys, jitter(images, rng, domain_cfg)):
+          out.setdefault(name, []).append(image)
+        if cfg.label_key and not kind:
+          out.setdefault('label', []).append(example[cfg.label_key])
+    return {k: np.ascontiguousarray(np.stack(v)) if k != 'label' else np.asarray(v, np.int32)
+            for k, v in out.items()}
 
   return batches.map_with_index(load)
 
