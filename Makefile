@@ -61,21 +61,18 @@ ae-demo: $(STAMP) data
 # The GAN demo: train, a truncation sweep and one more figure (GAN_DEMO_FIGURE: the
 # class-conditional DCGAN's classes from the same latents; --style_mixing for StyleGAN2),
 # then FD-FMNIST, precision/recall and the class histogram of 10,000 samples (the classifier
-# is trained once, as for eval-demo). One CPU device: these small networks step faster on
-# one device with both cores than on two of one core each (DCGAN ch 16, alternating runs on
-# a 2-core AMD EPYC: 1.64x and 1.71x the steps/s).
+# is trained once, as for eval-demo).
 GAN_DEMO_CONFIG ?= configs/dcgan_fashion_mnist.py:demo
 GAN_DEMO_FIGURE ?= --sweep=labels=0,1,2,3,4,5,6,7,8,9
 gan-demo: $(STAMP) data
-	$(BIN)/jaxgen-train --config=$(GAN_DEMO_CONFIG) --workdir=runs/gan_demo --num_cpu_devices=1
-	$(BIN)/jaxgen-sample --workdir=runs/gan_demo --num_cpu_devices=1 --num_images=8 \
+	$(BIN)/jaxgen-train --config=$(GAN_DEMO_CONFIG) --workdir=runs/gan_demo
+	$(BIN)/jaxgen-sample --workdir=runs/gan_demo --num_images=8 \
 	  --sweep=truncation_psi=1,0.8,0.6,0.4,0.2,0
-	$(BIN)/jaxgen-sample --workdir=runs/gan_demo --num_cpu_devices=1 --num_images=8 \
+	$(BIN)/jaxgen-sample --workdir=runs/gan_demo --num_images=8 \
 	  $(GAN_DEMO_FIGURE)
 	test -f $(CLASSIFIER)/train_stats.npz || \
 	  $(BIN)/jaxgen-eval train_classifier --output=$(CLASSIFIER)
-	$(BIN)/jaxgen-eval --workdir=runs/gan_demo --num_samples=10000 --classifier_dir=$(CLASSIFIER) \
-	  --num_cpu_devices=1
+	$(BIN)/jaxgen-eval --workdir=runs/gan_demo --num_samples=10000 --classifier_dir=$(CLASSIFIER)
 
 # The whole suite on CPU JAX with 8 simulated devices, in TEST_WORKERS processes (one per
 # core on our 2-core CI machines; each test file runs whole in one worker).

@@ -49,6 +49,16 @@ def test_missing_classifier_is_a_clear_error(tmp_path):
     classifier.load(tmp_path / 'nothing')
 
 
+def test_classifier_of_another_network_version_is_a_clear_error(tmp_path, monkeypatch):
+  params = classifier.MODEL.init(jax.random.key(0))
+  monkeypatch.setattr(classifier, 'ARCHITECTURE', classifier.ARCHITECTURE - 1)
+  classifier.save(tmp_path / 'old', classifier.Trained(params, 0.5), {'epochs': 1})
+  monkeypatch.undo()
+  with pytest.raises(ValueError, match=f'version {classifier.ARCHITECTURE - 1} of the network.*'
+                     'train_classifier'):
+    classifier.load(tmp_path / 'old')
+
+
 def test_watch_evaluates_exactly_the_new_checkpoints(tmp_path, fake_fmnist, classifier_dir):
   config = tiny_config_with(**fake_fmnist, sample_every=0, keep_checkpoints=10)
   workdir = str(tmp_path / 'run')

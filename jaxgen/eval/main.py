@@ -57,9 +57,10 @@ def train_classifier(output: str) -> None:
   from jaxgen.eval import classifier
 
   cfg = classifier.data_config(FLAGS.data_dir, FLAGS.manual_dir)
-  trained = classifier.train(cfg, epochs=FLAGS.epochs)
+  splits = classifier.load_splits(cfg)
+  trained = classifier.train(cfg, epochs=FLAGS.epochs, splits=splits)
   classifier.save(output, trained, {'epochs': FLAGS.epochs, 'dataset': 'fashion_mnist'})
-  classifier.write_reference(output, trained.params, cfg)
+  classifier.write_reference(output, trained.params, cfg, splits)
   metrics.print_line(f'classifier: test accuracy {trained.test_accuracy:.4f}; saved to '
                      f'{os.path.abspath(output)} with train-split feature statistics')
 
