@@ -76,7 +76,8 @@ def adamw(**overrides) -> ml_collections.ConfigDict:
   optimizer = ml_collections.ConfigDict()
   optimizer.learning_rate = 2e-4
   optimizer.warmup_steps = 1_000
-  optimizer.decay = 'cosine'  # 'cosine' | 'constant'
+  optimizer.decay = 'cosine'  # 'cosine' | 'constant' | 'linear' (constant, then linear)
+  optimizer.decay_start = 0.5  # 'linear': the fraction of total_steps the decay starts at
   optimizer.end_lr_ratio = 0.1
   optimizer.b1 = 0.9
   optimizer.b2 = 0.999

@@ -136,3 +136,18 @@ def jit_reconstruct(s: Setup, images: np.ndarray):
   def reconstruct(state) -> np.ndarray:
     return np.asarray(multihost_utils.process_allgather(compiled(state, images), tiled=True))
   return reconstruct
+
+
+def jit_translate(s: Setup, sources: np.ndarray, rng: jax.Array):
+  """translate(sources) of `sample_params(state)` as a host uint8 array; the same `rng`
+  (dropout, for pix2pix) every time, so grids of different steps are comparable."""
+  layout = output_sharding(s, len(sources))
+  sources = jax.device_put(sources, layout)
+
+  def fn(state, sources):
+    return s.objective.translate(s.objective.sample_params(state), sources, rng)
+  compiled = jax.jit(fn, in_shardings=(s.state_shardings, layout), out_shardings=layout)
+
+  def translate(state) -> np.ndarray:
+    return np.asarray(multihost_utils.process_allgather(compiled(state, sources), tiled=True))
+  return translate

@@ -1,5 +1,6 @@
-"""The periodic image grids of a training run: samples from fixed noise, and
-reconstructions of fixed evaluation images for families that encode."""
+"""The periodic image grids of a training run: samples from fixed noise, reconstructions
+of fixed evaluation images for families that encode, and translations of fixed evaluation
+sources for image-to-image families."""
 
 from __future__ import annotations
 
@@ -13,12 +14,12 @@ from jaxgen.data import pipeline
 SAMPLES_DIR = 'samples'
 
 
-def paired_grid(originals: np.ndarray, reconstructions: np.ndarray, columns: int = 8
-                ) -> np.ndarray:
-  """Rows of up to `columns` originals, each followed by a row of their reconstructions."""
+def paired_grid(originals: np.ndarray, *others: np.ndarray, columns: int = 8) -> np.ndarray:
+  """Rows of up to `columns` originals, each followed by the same columns of `others` (their
+  reconstructions; or translations, then targets)."""
   rows = []
   for start in range(0, len(originals), columns):
-    rows += [originals[start:start + columns], reconstructions[start:start + columns]]
+    rows += [x[start:start + columns] for x in (originals, *others)]
   width = min(columns, len(originals))
   padded = [np.concatenate([r, np.zeros((width - len(r), *r.shape[1:]), np.uint8)])
             for r in rows]
@@ -40,6 +41,12 @@ class Grids:
       images = pipeline.load_images(config.data, config.data.eval_split, config.num_sample_images)
       self.originals = np.asarray(jax.device_get(objectives.to_uint8(images)))
       self.reconstruct = build.jit_reconstruct(s, images)
+    self.translate = None
+    if s.objective.translate is not None:
+      pairs = pipeline.load_pairs(config.data, config.num_sample_images)
+      self.sources, self.targets = (np.asarray(jax.device_get(objectives.to_uint8(x)))
+                                    for x in pairs)
+      self.translate = build.jit_translate(s, pairs[0], rng)
 
   def images(self, state) -> dict[str, tuple[str, np.ndarray]]:
     """{file name suffix: (TensorBoard tag, grid)} for `state`."""
@@ -49,6 +56,9 @@ class Grids:
     if self.reconstruct:
       grids['reconstructions_'] = ('reconstructions',
                                    paired_grid(self.originals, self.reconstruct(state)))
+    if self.translate:
+      grids['translations_'] = ('translations', paired_grid(
+          self.sources, self.translate(state), self.targets))
     return grids
 
   def write(self, state, step: int, writer: metrics.MetricWriter) -> list[epath.Path]:

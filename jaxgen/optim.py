@@ -13,7 +13,9 @@ import optax
 
 
 def learning_rate_schedule(cfg: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule:
-  """Linear warm-up to `learning_rate`, then cosine decay or a constant rate."""
+  """Linear warm-up to `learning_rate`, then cosine decay, a constant rate, or 'linear':
+  constant until `decay_start` (a fraction of total_steps), then a straight line to
+  end_lr_ratio x lr at the last step (pix2pix and CycleGAN's n_epochs + n_epochs_decay)."""
   warmup = min(cfg.warmup_steps, total_steps)
   if cfg.decay == 'cosine':
     return optax.warmup_cosine_decay_schedule(
@@ -23,6 +25,13 @@ def learning_rate_schedule(cfg: ml_collections.ConfigDict, total_steps: int) -> 
     return optax.join_schedules(
         [optax.linear_schedule(0.0, cfg.learning_rate, max(warmup, 1)),
          optax.constant_schedule(cfg.learning_rate)], [warmup])
+  if cfg.decay == 'linear':
+    start = max(int(total_steps * cfg.decay_start), warmup)
+    return optax.join_schedules(
+        [optax.linear_schedule(0.0, cfg.learning_rate, max(warmup, 1)),
+         optax.constant_schedule(cfg.learning_rate),
+         optax.linear_schedule(cfg.learning_rate, cfg.learning_rate * cfg.end_lr_ratio,
+                               max(total_steps - start, 1))], [warmup, start])
   raise ValueError(f'optimizer.decay: unknown schedule {cfg.decay!r}')
 
 

@@ -32,9 +32,9 @@ def test_edge_maps_draw_the_outline_of_a_shape_and_nothing_on_flat_areas():
   image[0, 8:20, 6:22] = 200
   edges = fashion_translation.edge_maps(image)[0, ..., 0]
   assert edges.dtype == np.uint8 and set(np.unique(edges)) == {0, 255}
-  assert (edges[:4] == 255).all() and (edges[11:17, 10:18] == 255).all()  # flat: no lines
+  assert (edges[:4] == 0).all() and (edges[11:17, 10:18] == 0).all()  # flat: no lines
   for row, col in ((8, 14), (19, 14), (14, 6), (14, 21)):  # every side of the rectangle
-    assert edges[row, col] == 0
+    assert edges[row, col] == 255
 
 
 def test_edges2fashion_pairs_each_garment_with_its_edge_map(tfds_dir, idx_dir):

@@ -3,7 +3,8 @@ translation demos and tests run on machines that cannot download pix2pix or Cycl
 
 edges2fashion (paired, like pix2pix's edges2shoes): each garment's edge map -> the garment.
   Features `edges` and `image` (28x28x1 uint8) and `label`; splits `train` and `test`
-  (Fashion-MNIST's). Edges are black lines on white, as in edges2shoes: the Sobel gradient
+  (Fashion-MNIST's). Edges are white lines on black (edges2shoes draws black on white; on
+  black, padding to 32 px adds no frame that reads as an edge): the Sobel gradient
   magnitude of the lightly smoothed garment above a threshold.
 sneaker2boot (unpaired, like CycleGAN's horse2zebra): domain A is the sneaker class, domain
   B the ankle-boot class, each image in one domain only. The features (`image`, `label` A/B)
@@ -26,7 +27,7 @@ EDGE_THRESHOLD = 0.35  # of the Sobel magnitude of images in [0, 1]
 
 
 def edge_maps(images: np.ndarray) -> np.ndarray:
-  """uint8 [N, H, W, 1] -> uint8 [N, H, W, 1]: 0 on edges, 255 elsewhere.
+  """uint8 [N, H, W, 1] -> uint8 [N, H, W, 1]: 255 on edges, 0 elsewhere.
 
   A 3x3 binomial blur (so single-pixel texture does not draw lines), then the Sobel
   gradient magnitude, thresholded. Vectorised over the whole split.
@@ -41,7 +42,7 @@ def edge_maps(images: np.ndarray) -> np.ndarray:
   gy = (s[:, 2:, :-2] + 2 * s[:, 2:, 1:-1] + s[:, 2:, 2:]
         - s[:, :-2, :-2] - 2 * s[:, :-2, 1:-1] - s[:, :-2, 2:])
   edges = np.hypot(gx, gy) > EDGE_THRESHOLD
-  return np.where(edges, 0, 255).astype(np.uint8)[..., None]
+  return np.where(edges, 255, 0).astype(np.uint8)[..., None]
 
 
 class _FromIdx(tfds.core.GeneratorBasedBuilder):

@@ -247,6 +247,32 @@ def load_images(cfg: ml_collections.ConfigDict, split: str, count: int) -> np.nd
   return np.stack([read_image(source, i, cfg, split) for i in range(count)])
 
 
+def read_rows(source, indices: list[int], cfg: ml_collections.ConfigDict, split: str
+              ) -> dict[str, np.ndarray]:
+  """Examples `indices` of `split`, preprocessed without randomness: `source` and `target`
+  images of a paired dataset, else `image`."""
+  examples = [(i, read_example(source, i, cfg, split)) for i in indices]
+  keys = ({'source': cfg.source_key, 'target': cfg.target_key}
+          if translation_kind(cfg) == 'paired' else {'image': cfg.image_key})
+  return {name: np.stack([_image_of(e, key, i, cfg, split) for i, e in examples])
+          for name, key in keys.items()}
+
+
+def load_pairs(cfg: ml_collections.ConfigDict, count: int) -> tuple[np.ndarray, np.ndarray]:
+  """(sources, targets) of the first `count` examples of the evaluation split(s), without
+  jitter: a paired dataset's pairs, or an unpaired one's first images of each domain."""
+  if translation_kind(cfg) == 'paired':
+    source = load_source(cfg, cfg.eval_split)
+    if len(source) < count:
+      raise DataError(f'{cfg.name} split {cfg.eval_split!r} has {len(source)} examples; '
+                      f'{count} are needed')
+    rows = read_rows(source, list(range(count)), cfg, cfg.eval_split)
+    return rows['source'], rows['target']
+  target = target_config(cfg)
+  return (load_images(cfg, cfg.eval_split, count),
+          load_images(target, target.eval_split, count))
+
+
 def make_iterator(ds: grain.MapDataset, num_threads: int) -> grain.DatasetIterator:
   """A checkpointable iterator (its state goes into the orbax checkpoint)."""
   read = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=2 * num_threads)

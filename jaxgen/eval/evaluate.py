@@ -148,8 +148,8 @@ def test_split_metrics(s, state, options: Options) -> dict[str, float]:
   for index, start in enumerate(range(0, count, batch_size)):
     rows = range(start, min(start + batch_size, count))
     mine = [min(start + first + row, count - 1) for row in range(local)]
-    images = np.stack([pipeline.read_image(source, i, cfg, cfg.eval_split) for i in mine])
-    batch = {'image': jax.make_array_from_process_local_data(s.batch_sharding, images)}
+    batch = {k: jax.make_array_from_process_local_data(s.batch_sharding, v)
+             for k, v in pipeline.read_rows(source, mine, cfg, cfg.eval_split).items()}
     values = fn(state, batch, jax.random.fold_in(key, index))
     for name, per_example in values.items():
       host = np.asarray(multihost_utils.process_allgather(per_example, tiled=True), np.float64)

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from jaxgen.models import dcgan, stylegan2
+from jaxgen.models import dcgan, pix2pix, stylegan2
 from jaxgen.models.functional import FunctionalModel
 from jaxgen.models.patchgan import PatchDiscriminator
 from jaxgen.models.unet import UNet
@@ -41,7 +41,17 @@ def _vae(cfg: ml_collections.ConfigDict, input_shape: Shape, *, out_channels: in
 def _patchgan(cfg: ml_collections.ConfigDict, input_shape: Shape):
   def factory(rngs: nnx.Rngs) -> PatchDiscriminator:
     return PatchDiscriminator(in_channels=input_shape[2], ch=cfg.ch, num_layers=cfg.num_layers,
-                              dtype=jnp.dtype(cfg.compute_dtype), rngs=rngs)
+                              norm=cfg.get('norm', 'group'), dtype=jnp.dtype(cfg.compute_dtype),
+                              rngs=rngs)
+  return factory
+
+
+def _pix2pix_unet(cfg: ml_collections.ConfigDict, input_shape: Shape):
+  def factory(rngs: nnx.Rngs) -> pix2pix.UNetGenerator:
+    return pix2pix.UNetGenerator(
+        image_size=input_shape[0], in_channels=input_shape[2], out_channels=input_shape[2],
+        ch=cfg.ch, num_downs=cfg.num_downs, norm=cfg.norm, dropout_blocks=cfg.dropout_blocks,
+        dtype=jnp.dtype(cfg.compute_dtype), rngs=rngs)
   return factory
 
 
@@ -82,7 +92,7 @@ def _stylegan2(cfg: ml_collections.ConfigDict, input_shape: Shape, *, role: str,
 
 
 MODELS = {'unet': _unet, 'vae': _vae, 'patchgan': _patchgan, 'dcgan': _dcgan,
-          'stylegan2': _stylegan2}
+          'stylegan2': _stylegan2, 'pix2pix_unet': _pix2pix_unet}
 
 
 def build(model_cfg: ml_collections.ConfigDict, input_shape: Shape,

@@ -50,13 +50,6 @@ def base_size(image_size: int) -> tuple[int, int]:
   return steps, size
 
 
-def _norm(kind: str, channels: int, rngs: nnx.Rngs):
-  if kind == 'none':
-    return lambda x: x
-  groups = layers.num_groups(channels) if kind == 'group' else 1
-  return nnx.GroupNorm(channels, num_groups=groups, rngs=rngs)
-
-
 class UpConv(nnx.Module):
   """DCGAN's 4x4, stride-2 transposed convolution (the parameters and function of
   `nnx.ConvTranspose(..., padding='SAME')`), run as `conv.conv_transpose_4x4_stride2`."""
@@ -85,11 +78,11 @@ class Generator(nnx.Module):
     bias = norm == 'none'
     self.project = nnx.Linear(self.w_dim, self.base * self.base * width, kernel_init=_INIT,
                               use_bias=bias, dtype=dtype, rngs=rngs)
-    self.norm_in = _norm(norm, width, rngs)
+    self.norm_in = layers.norm_layer(norm, width, rngs)
     ups, norms = [], []
     for _ in range(steps):
       ups.append(UpConv(width, width // 2, rngs, dtype=dtype, use_bias=bias))
-      norms.append(_norm(norm, width // 2, rngs))
+      norms.append(layers.norm_layer(norm, width // 2, rngs))
       width //= 2
     self.ups, self.norms = nnx.List(ups), nnx.List(norms)
     self.conv_out = nnx.Conv(width, channels, kernel_size=(3, 3), padding='SAME',
@@ -121,7 +114,7 @@ class Discriminator(nnx.Module):
                             padding=((1, 1), (1, 1)), kernel_init=_INIT, dtype=dtype,
                             use_bias=norm == 'none' or i == 0,
                             conv_general_dilated=conv_lib.conv_general_dilated, rngs=rngs))
-      norms.append(_norm(norm if i else 'none', ch * 2**i, rngs))
+      norms.append(layers.norm_layer(norm if i else 'none', ch * 2**i, rngs))
       width = ch * 2**i
     self.convs, self.norms = nnx.List(convs), nnx.List(norms)
     self.cmap_dim = cmap_dim if num_classes else 0

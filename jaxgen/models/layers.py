@@ -27,3 +27,16 @@ def num_groups(channels: int, max_groups: int = 32) -> int:
 def group_norm(channels: int, rngs: nnx.Rngs) -> nnx.GroupNorm:
   """GroupNorm (batch-free, so models hold no running statistics)."""
   return nnx.GroupNorm(channels, num_groups=num_groups(channels), rngs=rngs)
+
+
+NORMS = ('instance', 'group', 'layer', 'none')
+
+
+def norm_layer(kind: str, channels: int, rngs: nnx.Rngs):
+  """Batch-free norms (no running statistics, no mixing of a batch's examples): 'instance'
+  (one group per channel, with an affine scale and shift: pix2pix/CycleGAN's InstanceNorm),
+  'group' (32 groups where the width allows), 'layer' (one group) or 'none'."""
+  if kind == 'none':
+    return lambda x: x
+  groups = {'instance': channels, 'group': num_groups(channels), 'layer': 1}[kind]
+  return nnx.GroupNorm(channels, num_groups=groups, rngs=rngs)

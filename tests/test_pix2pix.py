@@ -1,0 +1,121 @@
+"""Pix2Pix: the U-Net and PatchGAN against pytorch-CycleGAN-and-pix2pix's sizes, the losses
+in closed form, the G update against a direct gradient, a tiny run that resumes exactly."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from conftest import load_config, tiny_run_resumes_exactly
+from jaxgen import build
+from jaxgen.eval import evaluate
+from jaxgen.models import patchgan, pix2pix
+from jaxgen.objectives import pix2pix as pix2pix_objective
+
+
+def _count(factory) -> int:
+  return sum(x.size for x in jax.tree_util.tree_leaves(
+      nnx.state(nnx.eval_shape(factory), nnx.Param)))
+
+
+def test_unet_256_and_the_70x70_patchgan_have_pix2pix_parameter_counts():
+  # pytorch's unet_256 with BatchNorm (its convs without bias): 54,413,955 parameters
+  # (pix2pix prints 54.414 M). Ours has instance norm with the same affine parameters and
+  # keeps the bias of the two down convolutions that no norm follows (64 + 512).
+  unet = _count(lambda: pix2pix.UNetGenerator(
+      image_size=256, in_channels=3, out_channels=3, ch=64, num_downs=8, norm='instance',
+      dropout_blocks=3, rngs=nnx.Rngs(0)))
+  assert unet == 54_413_955 + 64 + 512
+  # The basic 3-layer PatchGAN on (A, B): 2,768,705 in pytorch (2.769 M), the same here.
+  assert _count(lambda: patchgan.PatchDiscriminator(
+      in_channels=6, ch=64, num_layers=3, norm='instance', rngs=nnx.Rngs(0))) == 2_768_705
+
+
+def test_unet_dropout_is_the_noise_and_skips_carry_the_source():
+  net = pix2pix.UNetGenerator(image_size=32, in_channels=1, out_channels=1, ch=8, num_downs=5,
+                              norm='instance', dropout_blocks=2, rngs=nnx.Rngs(0))
+  x = jax.random.normal(jax.random.key(1), (2, 32, 32, 1))
+  y = net(x)
+  assert y.shape == (2, 32, 32, 1) and float(jnp.abs(y).max()) <= 1
+  np.testing.assert_array_equal(net(x), y)  # no key: deterministic
+  a, b = net(x, jax.random.key(2)), net(x, jax.random.key(3))
+  np.testing.assert_array_equal(a, net(x, jax.random.key(2)))
+  assert not np.allclose(a, b)
+  # The outermost skip: changing one input pixel changes the output there.
+  grad = jax.grad(lambda x: net(x)[0, 10, 20, 0])(x)
+  assert float(jnp.abs(grad[0, 10, 20, 0])) > 0
+  with pytest.raises(ValueError, match='pad Fashion-MNIST to 32'):
+    pix2pix.UNetGenerator(image_size=28, in_channels=1, out_channels=1, ch=8, num_downs=5,
+                          norm='instance', dropout_blocks=1, rngs=nnx.Rngs(0))
+
+
+def test_gan_losses_in_closed_form():
+  logits = jnp.array([[0.0, 2.0], [-1.0, 0.5]])
+  np.testing.assert_allclose(pix2pix_objective.gan_loss('vanilla', logits, True),
+                             np.mean(np.log1p(np.exp(-np.asarray(logits)))), rtol=1e-6)
+  np.testing.assert_allclose(pix2pix_objective.gan_loss('vanilla', logits, False),
+                             np.mean(np.log1p(np.exp(np.asarray(logits)))), rtol=1e-6)
+  np.testing.assert_allclose(pix2pix_objective.gan_loss('lsgan', logits, True),
+                             np.mean((np.asarray(logits) - 1) ** 2), rtol=1e-6)
+  np.testing.assert_allclose(pix2pix_objective.gan_loss('lsgan', logits, False),
+                             np.mean(np.asarray(logits) ** 2), rtol=1e-6)
+
+
+def test_the_generator_gradient_goes_through_the_updated_discriminator():
+  """The step pulls G's gradient back through a kept VJP of one forward: it must equal
+  differentiating the whole G loss (G forward included) with the updated D."""
+  config = load_config('tiny', 'pix2pix_edges2fashion')
+  s = build.setup(config)
+  objective = s.objective
+  state = objective.init(jax.random.key(0))
+  rng = jax.random.key(5)
+  keys = jax.random.split(jax.random.key(1), 2)
+  batch = {'source': jax.random.uniform(keys[0], (16, 32, 32, 1), minval=-1, maxval=1),
+           'target': jax.random.uniform(keys[1], (16, 32, 32, 1), minval=-1, maxval=1)}
+  new_state, metrics = jax.jit(objective.train_step)(state, batch, rng)
+  gen = pix2pix_objective.models.build(config.model, (32, 32, 1))
+  disc = pix2pix_objective.models.build(config.discriminator, (32, 32, 2))
+
+  def g_loss(g_params):
+    fake = gen.apply(g_params, batch['source'], rng)
+    logits = disc.apply(new_state['params']['d'],
+                        jnp.concatenate([batch['source'], fake], axis=-1))
+    return (pix2pix_objective.gan_loss('vanilla', logits, True) +
+            100.0 * jnp.mean(jnp.abs(fake - batch['target'])))
+
+  value, grads = jax.value_and_grad(g_loss)(state['params']['g'])
+  np.testing.assert_allclose(metrics['g_loss'], value, rtol=1e-5)
+  np.testing.assert_allclose(metrics['g_grad_norm'], float(jnp.sqrt(sum(
+      jnp.sum(g**2) for g in jax.tree_util.tree_leaves(grads)))), rtol=1e-4)
+  assert float(metrics['g_l1']) > 0 and float(metrics['d_loss']) > 0
+
+
+def test_a_tiny_pix2pix_run_resumes_exactly_writes_grids_and_is_evaluated(tmp_path):
+  config, state = tiny_run_resumes_exactly('pix2pix_edges2fashion', tmp_path)
+  assert int(state['step']) == config.total_steps
+  grids = sorted((tmp_path / 'b' / 'samples').glob('translations_step_*.png'))
+  assert [g.name for g in grids] == ['translations_step_0000006.png']
+  # jaxgen-eval: PSNR/SSIM/L1 of translations over the 16 test pairs.
+  done = evaluate.evaluate_workdir(str(tmp_path / 'b'), evaluate.Options(batch_size=8))
+  assert done['evaluated'] == [6]
+  result = done['best']
+  assert result['metric'] == 'test/psnr' and np.isfinite(result['value'])
+
+
+def test_translation_metrics_in_closed_form():
+  config = load_config('tiny', 'pix2pix_edges2fashion')
+  objective = build.setup(config).objective
+  params = objective.sample_params(objective.init(jax.random.key(0)))
+  source = jax.random.uniform(jax.random.key(1), (4, 32, 32, 1), minval=-1, maxval=1)
+  rng = jax.random.key(2)
+  output = objective.translate(params, source, rng).astype(np.float32) / 127.5 - 1
+  same = objective.test_metrics(params, {'source': source, 'target': output}, rng)
+  np.testing.assert_allclose(same['ssim'], 1.0, atol=1e-3)  # up to uint8 rounding
+  assert float(same['psnr'].min()) > 45
+  target = jnp.zeros_like(source)
+  metrics = objective.test_metrics(params, {'source': source, 'target': target}, rng)
+  exact = pix2pix_objective.models.build(config.model, (32, 32, 1)).apply(params, source, rng)
+  mse = np.mean(((np.asarray(exact) + 1) / 2 - 0.5) ** 2, axis=(1, 2, 3))
+  np.testing.assert_allclose(metrics['psnr'], -10 * np.log10(mse), rtol=1e-4)
+  np.testing.assert_allclose(metrics['l1'], np.mean(np.abs(exact), axis=(1, 2, 3)), rtol=1e-5)
