@@ -138,16 +138,16 @@ def jit_reconstruct(s: Setup, images: np.ndarray):
   return reconstruct
 
 
-def jit_translate(s: Setup, sources: np.ndarray, rng: jax.Array):
-  """translate(sources) of `sample_params(state)` as a host uint8 array; the same `rng`
-  (dropout, for pix2pix) every time, so grids of different steps are comparable."""
-  layout = output_sharding(s, len(sources))
-  sources = jax.device_put(sources, layout)
+def jit_translate(s: Setup, num_images: int):
+  """translate(state, sources, rng): the objective's translations of `num_images` float
+  sources by `sample_params(state)`, as a host uint8 array, the same on every process."""
+  layout = output_sharding(s, num_images)
+  compiled = jax.jit(
+      lambda state, sources, rng: s.objective.translate(s.objective.sample_params(state),
+                                                        sources, rng),
+      in_shardings=(s.state_shardings, layout, s.replicated), out_shardings=layout)
 
-  def fn(state, sources):
-    return s.objective.translate(s.objective.sample_params(state), sources, rng)
-  compiled = jax.jit(fn, in_shardings=(s.state_shardings, layout), out_shardings=layout)
-
-  def translate(state) -> np.ndarray:
-    return np.asarray(multihost_utils.process_allgather(compiled(state, sources), tiled=True))
+  def translate(state, sources: np.ndarray, rng: jax.Array) -> np.ndarray:
+    out = compiled(state, jax.device_put(sources, layout), rng)
+    return np.asarray(multihost_utils.process_allgather(out, tiled=True))
   return translate

@@ -46,7 +46,9 @@ class Grids:
       pairs = pipeline.load_pairs(config.data, config.num_sample_images)
       self.sources, self.targets = (np.asarray(jax.device_get(objectives.to_uint8(x)))
                                     for x in pairs)
-      self.translate = build.jit_translate(s, pairs[0], rng)
+      translate = build.jit_translate(s, len(pairs[0]))
+      # The same dropout key every time: grids of different steps differ by training only.
+      self.translate = lambda state: translate(state, pairs[0], rng)
 
   def images(self, state) -> dict[str, tuple[str, np.ndarray]]:
     """{file name suffix: (TensorBoard tag, grid)} for `state`."""

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from conftest import load_config, tiny_run_resumes_exactly
-from jaxgen import build
+from conftest import load_config, run_cli, tiny_run_resumes_exactly
+from jaxgen import build, inference
 from jaxgen.eval import evaluate
 from jaxgen.models import patchgan, pix2pix
 from jaxgen.objectives import pix2pix as pix2pix_objective
@@ -101,6 +101,38 @@ def test_a_tiny_pix2pix_run_resumes_exactly_writes_grids_and_is_evaluated(tmp_pa
   assert done['evaluated'] == [6]
   result = done['best']
   assert result['metric'] == 'test/psnr' and np.isfinite(result['value'])
+  _translate_a_folder(tmp_path)
+
+
+def _translate_a_folder(tmp_path):
+  """jaxgen-translate on a user's folder: padded inputs come back at their size, an odd
+  size is resized, a broken file is named and skipped, other files are ignored."""
+  from PIL import Image
+
+  inputs, outputs = tmp_path / 'in', tmp_path / 'out'
+  inputs.mkdir()
+  rng = np.random.default_rng(0)
+  edges = [rng.integers(0, 256, (28, 28), dtype=np.uint8) for _ in range(3)]
+  for i, image in enumerate(edges):
+    Image.fromarray(image).save(inputs / f'edge{i}.png')
+  Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(inputs / 'photo.jpg')
+  (inputs / 'broken.png').write_bytes(b'not an image')
+  (inputs / 'notes.txt').write_text('ignored')
+  done = run_cli('jaxgen.translate', f'--workdir={tmp_path / "b"}', f'--input_dir={inputs}',
+                 f'--output_dir={outputs}', '--batch_size=4')
+  assert done.returncode == 0, done.stderr[-2000:]
+  assert 'skipped broken.png' in done.stdout and 'wrote 4 translations' in done.stdout
+  assert sorted(p.name for p in outputs.iterdir()) == ['edge0.png', 'edge1.png', 'edge2.png',
+                                                        'photo.png']
+  assert np.asarray(Image.open(outputs / 'photo.png')).shape == (32, 32)
+  # The first output is the model's translation of the padded input, cropped back to 28.
+  s, state, _, _ = inference.restore_for_sampling(str(tmp_path / 'b'))
+  padded = np.pad(edges[0] / 127.5 - 1.0, 2, constant_values=-1.0)[None, ..., None]
+  batch = np.concatenate([padded] * 4).astype(np.float32)
+  expected = build.jit_translate(s, 4)(state, batch, jax.random.fold_in(jax.random.key(0), 0))
+  got = np.asarray(Image.open(outputs / 'edge0.png')).astype(int)
+  assert got.shape == (28, 28)
+  assert np.abs(got - expected[0, 2:30, 2:30, 0].astype(int)).max() <= 1
 
 
 def test_translation_metrics_in_closed_form():
