@@ -81,7 +81,8 @@ def _image_of(example: dict[str, np.ndarray], key: str, index: int,
   try:
     return preprocess_image(example[key], cfg)
   except DataError as e:
-    raise DataError(f'{cfg.name} split {split!r} example {index} ({key}): {e}') from e
+    feature = f' ({key})' if key != cfg.image_key else ''  # a pair: say which image
+    raise DataError(f'{cfg.name} split {split!r} example {index}{feature}: {e}') from e
 
 
 def image_of(example: dict[str, np.ndarray], index: int, cfg: ml_collections.ConfigDict,
