@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from jaxgen.models import dcgan, pix2pix, stylegan2
+from jaxgen.models import cyclegan, dcgan, pix2pix, stylegan2
 from jaxgen.models.functional import FunctionalModel
 from jaxgen.models.patchgan import PatchDiscriminator
 from jaxgen.models.unet import UNet
@@ -91,8 +91,18 @@ def _stylegan2(cfg: ml_collections.ConfigDict, input_shape: Shape, *, role: str,
   return factory
 
 
+def _cyclegan_resnet(cfg: ml_collections.ConfigDict, input_shape: Shape):
+  def factory(rngs: nnx.Rngs) -> cyclegan.ResnetGenerator:
+    return cyclegan.ResnetGenerator(
+        image_size=input_shape[0], in_channels=input_shape[2], out_channels=input_shape[2],
+        ch=cfg.ch, num_blocks=cfg.num_blocks, norm=cfg.norm,
+        dtype=jnp.dtype(cfg.compute_dtype), rngs=rngs)
+  return factory
+
+
 MODELS = {'unet': _unet, 'vae': _vae, 'patchgan': _patchgan, 'dcgan': _dcgan,
-          'stylegan2': _stylegan2, 'pix2pix_unet': _pix2pix_unet}
+          'stylegan2': _stylegan2, 'pix2pix_unet': _pix2pix_unet,
+          'cyclegan_resnet': _cyclegan_resnet}
 
 
 def build(model_cfg: ml_collections.ConfigDict, input_shape: Shape,
