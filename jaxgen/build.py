@@ -138,13 +138,13 @@ def jit_reconstruct(s: Setup, images: np.ndarray):
   return reconstruct
 
 
-def jit_translate(s: Setup, num_images: int):
+def jit_translate(s: Setup, num_images: int, direction: str = 'a2b'):
   """translate(state, sources, rng): the objective's translations of `num_images` float
   sources by `sample_params(state)`, as a host uint8 array, the same on every process."""
   layout = output_sharding(s, num_images)
   compiled = jax.jit(
       lambda state, sources, rng: s.objective.translate(s.objective.sample_params(state),
-                                                        sources, rng),
+                                                        sources, rng, direction),
       in_shardings=(s.state_shardings, layout, s.replicated), out_shardings=layout)
 
   def translate(state, sources: np.ndarray, rng: jax.Array) -> np.ndarray:

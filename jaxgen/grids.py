@@ -46,9 +46,11 @@ class Grids:
       pairs = pipeline.load_pairs(config.data, config.num_sample_images)
       self.sources, self.targets = (np.asarray(jax.device_get(objectives.to_uint8(x)))
                                     for x in pairs)
-      translate = build.jit_translate(s, len(pairs[0]))
       # The same dropout key every time: grids of different steps differ by training only.
-      self.translate = lambda state: translate(state, pairs[0], rng)
+      ways = [(direction, build.jit_translate(s, len(pairs[0]), direction), images)
+              for direction, images in zip(('a2b', 'b2a'), pairs)
+              if direction in s.objective.translation_directions]
+      self.translate = lambda state: {d: fn(state, images, rng) for d, fn, images in ways}
 
   def images(self, state) -> dict[str, tuple[str, np.ndarray]]:
     """{file name suffix: (TensorBoard tag, grid)} for `state`."""
@@ -59,8 +61,10 @@ class Grids:
       grids['reconstructions_'] = ('reconstructions',
                                    paired_grid(self.originals, self.reconstruct(state)))
     if self.translate:
-      grids['translations_'] = ('translations', paired_grid(
-          self.sources, self.translate(state), self.targets))
+      outputs = self.translate(state)
+      rows = ((self.sources, outputs['a2b'], self.targets, outputs['b2a']) if 'b2a' in outputs
+              else (self.sources, outputs['a2b'], self.targets))
+      grids['translations_'] = ('translations', paired_grid(*rows))
     return grids
 
   def write(self, state, step: int, writer: metrics.MetricWriter) -> list[epath.Path]:

@@ -11,10 +11,10 @@ import ml_collections
 
 from jaxgen import models, nonfinite
 from jaxgen.models.unet import REMAT_POLICIES
-from jaxgen.objectives import Objective, autoencoder, diffusion, gan, pix2pix, vae
+from jaxgen.objectives import Objective, autoencoder, cyclegan, diffusion, gan, pix2pix, vae
 
 FAMILIES = {'diffusion': diffusion, 'vae': vae, 'autoencoder_kl': autoencoder, 'gan': gan,
-            'pix2pix': pix2pix}
+            'pix2pix': pix2pix, 'cyclegan': cyclegan}
 
 
 def known_values(config: ml_collections.ConfigDict) -> dict[str, tuple]:

@@ -29,7 +29,7 @@ flags.DEFINE_string('workdir', None, 'A Pix2Pix (or other image-to-image) traini
 flags.DEFINE_string('input_dir', None, 'Folder of PNG/JPEG images to translate.')
 flags.DEFINE_string('output_dir', None, 'Where to write the translations (PNG, same stems).')
 flags.DEFINE_enum('direction', 'a2b', ['a2b', 'b2a'],
-                  'Which way to translate (Pix2Pix models translate a2b only).')
+                  'Which way to translate: CycleGAN both ways, Pix2Pix a2b only.')
 flags.DEFINE_integer('step', None, 'Checkpoint step (default: the latest).')
 flags.DEFINE_integer('batch_size', 64, 'Images per call (split over the devices).')
 flags.DEFINE_integer('seed', 0, 'Dropout seed (Pix2Pix translates with dropout on).')
@@ -76,8 +76,9 @@ def translate_folder(workdir: str, input_dir: str, output_dir: str, *, step: int
   if s.objective.translate is None:
     raise ValueError(f'{workdir} is a {config.objective} run, not an image-to-image one: '
                      'jaxgen-translate needs a Pix2Pix (or CycleGAN) workdir')
-  if direction != 'a2b':
-    raise ValueError(f'--direction={direction}: a {config.objective} model translates a2b only')
+  if direction not in s.objective.translation_directions:
+    raise ValueError(f'--direction={direction}: a {config.objective} model translates '
+                     f'{" and ".join(s.objective.translation_directions)} only')
   names = sorted(n for n in os.listdir(input_dir)
                  if n.lower().endswith(EXTENSIONS) and os.path.isfile(os.path.join(input_dir, n)))
   if not names:
@@ -85,7 +86,7 @@ def translate_folder(workdir: str, input_dir: str, output_dir: str, *, step: int
   os.makedirs(output_dir, exist_ok=True)
   batch_size = min(batch_size, len(names))
   batch_size += (-batch_size) % jax.device_count()
-  translate = build.jit_translate(s, batch_size)
+  translate = build.jit_translate(s, batch_size, direction)
   written, skipped, start = [], [], time.perf_counter()
   key = jax.random.key(seed)
   for first in range(0, len(names), batch_size):

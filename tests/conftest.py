@@ -90,13 +90,13 @@ def assert_trees_close(a, b, rtol=2e-5, atol=1e-6):
     np.testing.assert_allclose(x, y, rtol=rtol, atol=atol)
 
 
-def tiny_run_resumes_exactly(config_name: str, tmp_path, **overrides):
+def tiny_run_resumes_exactly(config_name: str, tmp_path, num_train: int = 64, **overrides):
   """The tiny variant of configs/<config_name>.py trained on fake Fashion-MNIST twice in
   tmp_path: 'a' stopped at step 3 and resumed, 'b' straight through. Asserts the two final
   states are bit-identical; returns (config, the final state)."""
   from jaxgen import train
 
-  data = write_fake_fashion_mnist(tmp_path / 'fmnist', num_train=64, num_test=16)
+  data = write_fake_fashion_mnist(tmp_path / 'fmnist', num_train=num_train, num_test=16)
   config = tiny_config_with(config_name, **{'data.manual_dir': str(data),
                                             'data.data_dir': str(tmp_path / 'tfds'),
                                             **overrides})

@@ -83,7 +83,8 @@ def test_shipped_variants_validate(variant):
     ('dcgan_fashion_mnist', ('tiny', 'demo', None)),
     ('stylegan2_fashion_mnist', ('tiny', 'demo', None)),
     ('stylegan2_cifar10', ('tpu', 'gpu8', None)),
-    ('pix2pix_edges2fashion', ('tiny', None))])
+    ('pix2pix_edges2fashion', ('tiny', None)),
+    ('cyclegan_sneaker2boot', ('tiny', None))])
 def test_gan_configs_validate_and_build(name, variants):
   import jax
 

@@ -36,10 +36,11 @@ class Objective:
     jaxgen-sample --interpolate walks between pairs of them.
   style_ranges: {name: (first, stop)} of the latent's layer axis whose styles can be swapped
     (a StyleGAN's coarse / middle / fine resolutions): jaxgen-sample --style_mixing.
-  translate(params, source, rng) -> uint8 images: an image-to-image model's outputs for
-    float [-1, 1] source images (`params`: sample_params). With it, the trainer writes grids
-    of fixed evaluation examples (source | output | target) and its batches hold `source`
-    and `target` images.
+  translate(params, source, rng, direction='a2b') -> uint8 images: an image-to-image
+    model's outputs for float [-1, 1] source images (`params`: sample_params), in one of
+    its `translation_directions` ('a2b'; a two-way model also 'b2a'). With it, the trainer
+    writes grids of fixed evaluation examples (source | output | target, or for a two-way
+    model A | A->B | B | B->A) and its batches hold `source` and `target` images.
 
   What the family declares, so shared code never tests its name:
   progress_metrics: the metrics printed on the progress line, in order.
@@ -63,7 +64,8 @@ class Objective:
   best_metric: tuple[str, bool] | None = None
   prior_latents: Callable[..., jax.Array] | None = None
   style_ranges: Mapping[str, tuple[int, int]] = dataclasses.field(default_factory=dict)
-  translate: Callable[[Any, jax.Array, jax.Array], jax.Array] | None = None
+  translate: Callable[..., jax.Array] | None = None
+  translation_directions: tuple[str, ...] = ('a2b',)
 
 
 class Partial(NamedTuple):

@@ -101,8 +101,9 @@ def make_objective(config: ml_collections.ConfigDict) -> Objective:
     return {'step': step + 1, 'params': {'g': g_params, 'd': d_params},
             'opt_state': {'g': g_opt, 'd': d_opt}}, metrics
 
-  def translate(params, source, rng):
+  def translate(params, source, rng, direction='a2b'):
     """uint8 translations of float [-1, 1] sources; dropout on, as pix2pix translates."""
+    del direction  # one way only (translation_directions)
     return to_uint8(gen.apply(params, source, rng))
 
   def test_metrics(params, batch, rng):
