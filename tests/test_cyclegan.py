@@ -10,6 +10,7 @@ from PIL import Image
 
 from conftest import tiny_run_resumes_exactly
 from jaxgen import build, inference, translate
+from jaxgen.eval import evaluate
 from jaxgen.models import cyclegan as cyclegan_model
 from jaxgen.objectives import cyclegan
 
@@ -71,6 +72,8 @@ def test_a_tiny_cyclegan_run_resumes_exactly_and_translates_both_ways(tmp_path):
   assert set(state['params']['g']) == {'ab', 'ba'} and set(state['params']['d']) == {'a', 'b'}
   grid = np.asarray(Image.open(tmp_path / 'b' / 'samples' / 'translations_step_0000006.png'))
   assert grid.shape[0] > 4 * 28  # four rows: A, A->B, B, B->A
+  with pytest.raises(ValueError, match='no metrics for cyclegan runs yet'):
+    evaluate.evaluate_workdir(str(tmp_path / 'b'), evaluate.Options())
 
   inputs = tmp_path / 'boots'
   inputs.mkdir()

@@ -195,6 +195,10 @@ def format_result(step: int, result: dict[str, float]) -> str:
 def evaluate_step(workdir: str, step: int, options: Options, writer) -> dict[str, Any]:
   """Samples the checkpoint at `step` and writes its metrics and a sample grid."""
   s, state, step, config = inference.restore_for_sampling(workdir, step)
+  if s.objective.test_metrics is None and s.objective.sample is None:
+    raise ValueError(f'jaxgen-eval has no metrics for {config.objective} runs yet (they '
+                     'neither generate from noise nor declare test metrics); use '
+                     'jaxgen-translate on the test images to look at its outputs')
   kwargs = inference.sample_options(s.objective, options.sample_options)
   result: dict[str, Any] = {}
   if s.objective.test_metrics is not None:
