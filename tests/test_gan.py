@@ -124,12 +124,13 @@ def test_labels_are_checked_against_the_model():
     class_labels('12', 4, 10)
 
 
-def test_dcgan_upconv_is_the_transposed_convolution_of_nnx():
+@pytest.mark.parametrize('k,padding', [(4, 'SAME'), (3, ((1, 2), (1, 2)))])
+def test_dcgan_upconv_is_the_transposed_convolution_of_nnx(k, padding):
   from flax import nnx
   x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 7, 5, 6)), jnp.float32)
-  ref = nnx.ConvTranspose(6, 4, kernel_size=(4, 4), strides=(2, 2), padding='SAME',
+  ref = nnx.ConvTranspose(6, 4, kernel_size=(k, k), strides=(2, 2), padding=padding,
                           bias_init=nnx.initializers.normal(1.0), rngs=nnx.Rngs(0))
-  up = dcgan.UpConv(6, 4, nnx.Rngs(1))
+  up = dcgan.UpConv(6, 4, nnx.Rngs(1), kernel_size=k)
   up.kernel[...], up.bias[...] = ref.kernel[...], ref.bias[...]
   np.testing.assert_allclose(up(x), ref(x), rtol=1e-5, atol=1e-5)
   assert up(x).shape == (2, 14, 10, 4)

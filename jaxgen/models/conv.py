@@ -131,10 +131,29 @@ def conv_transpose_4x4_stride2(x: jax.Array, w: jax.Array) -> jax.Array:
   slower than this (B 64, 7-14 px, 32-128 channels, jax 0.10.2 on a 2-core EPYC)."""
   if w.shape[:2] != (4, 4):
     raise ValueError(f'conv_transpose_4x4_stride2 needs a 4x4 kernel, got {w.shape[:2]}')
+  return _phase_transpose(x, w, _PHASES)
+
+
+# pytorch's ConvTranspose2d(3, stride 2, padding 1, output_padding 1) (CycleGAN's): even
+# outputs take input offset 0 through tap 1; odd ones offsets (0, 1) through taps (0, 2).
+_PHASES_3X3 = (((1,), (0, 0)), ((0, 2), (0, 1)))
+
+
+def conv_transpose_3x3_stride2(x: jax.Array, w: jax.Array) -> jax.Array:
+  """`jax.lax.conv_transpose(x, w, (2, 2), ((1, 2), (1, 2)))` (NHWC x HWIO, kernel not
+  flipped: `nnx.ConvTranspose` with that padding, pytorch's padding 1 and output_padding 1)
+  for a 3x3 kernel: exactly twice the size, as four small convolutions (1x1, 1x2, 2x1,
+  2x2), one per output phase, interleaved (for the reason conv_transpose_4x4_stride2 has)."""
+  if w.shape[:2] != (3, 3):
+    raise ValueError(f'conv_transpose_3x3_stride2 needs a 3x3 kernel, got {w.shape[:2]}')
+  return _phase_transpose(x, w, _PHASES_3X3)
+
+
+def _phase_transpose(x: jax.Array, w: jax.Array, phases) -> jax.Array:
   rows = []
-  for row_taps, row_pad in _PHASES:
+  for row_taps, row_pad in phases:
     cols = []
-    for col_taps, col_pad in _PHASES:
+    for col_taps, col_pad in phases:
       kernel = w[jnp.asarray(row_taps)][:, jnp.asarray(col_taps)]
       cols.append(_forward(x, kernel, 1, (row_pad, col_pad)))
     rows.append(jnp.stack(cols, axis=3))  # [B, H, W, column phase, C]

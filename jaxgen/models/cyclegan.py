@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxgen.models import layers
+from jaxgen.models import dcgan, layers
 
 _INIT = nnx.initializers.normal(0.02)  # CycleGAN's initialisation
 
@@ -68,12 +68,11 @@ class ResnetGenerator(nnx.Module):
                                 for i in range(2)])
     self.blocks = nnx.List([ResidualBlock(ch * 4, norm, rngs, dtype=dtype)
                             for _ in range(num_blocks)])
-    # pytorch's ConvTranspose2d(3, stride 2, padding 1, output_padding 1): on the input
-    # dilated by 2, one row of padding before and two after, so the output is twice the size.
+    # pytorch's ConvTranspose2d(3, stride 2, padding 1, output_padding 1): exactly twice the
+    # size; computed per output phase (XLA:CPU's transposed convolution is slow).
     self.ups = nnx.List([
-        nnx.ConvTranspose(ch * 2**(2 - i), ch * 2**(1 - i), kernel_size=(3, 3), strides=(2, 2),
-                          padding=((1, 2), (1, 2)), use_bias=bias, kernel_init=_INIT,
-                          dtype=dtype, rngs=rngs) for i in range(2)])
+        dcgan.UpConv(ch * 2**(2 - i), ch * 2**(1 - i), rngs, dtype=dtype, use_bias=bias,
+                     kernel_size=3) for i in range(2)])
     self.up_norms = nnx.List([layers.norm_layer(norm, ch * 2**(1 - i), rngs) for i in range(2)])
     self.conv_out = ReflectConv(ch, out_channels, 7, rngs, bias=True, dtype=dtype)
 

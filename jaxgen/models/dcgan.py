@@ -51,17 +51,24 @@ def base_size(image_size: int) -> tuple[int, int]:
 
 
 class UpConv(nnx.Module):
-  """DCGAN's 4x4, stride-2 transposed convolution (the parameters and function of
-  `nnx.ConvTranspose(..., padding='SAME')`), run as `conv.conv_transpose_4x4_stride2`."""
+  """A stride-2 transposed convolution that doubles the size, with the parameters and
+  function of `nnx.ConvTranspose`, run as per-phase convolutions (`conv.conv_transpose_*`):
+  4x4 with 'SAME' padding (DCGAN's, pix2pix's) or 3x3 with padding ((1, 2), (1, 2))
+  (pytorch's padding 1, output_padding 1: CycleGAN's)."""
 
-  def __init__(self, cin: int, cout: int, rngs: nnx.Rngs, dtype=None, use_bias: bool = True):
-    self.kernel = nnx.Param(_INIT(rngs.params(), (4, 4, cin, cout)))
+  def __init__(self, cin: int, cout: int, rngs: nnx.Rngs, dtype=None, use_bias: bool = True,
+               kernel_size: int = 4):
+    if kernel_size not in (3, 4):
+      raise ValueError(f'UpConv has 3x3 and 4x4 kernels, not {kernel_size}')
+    self.kernel = nnx.Param(_INIT(rngs.params(), (kernel_size, kernel_size, cin, cout)))
     self.bias = nnx.Param(jnp.zeros((cout,))) if use_bias else None
     self.dtype = dtype
 
   def __call__(self, x: jax.Array) -> jax.Array:
     dtype = self.dtype or x.dtype
-    y = conv_lib.conv_transpose_4x4_stride2(x.astype(dtype), self.kernel[...].astype(dtype))
+    transpose = (conv_lib.conv_transpose_4x4_stride2 if self.kernel.shape[0] == 4 else
+                 conv_lib.conv_transpose_3x3_stride2)
+    y = transpose(x.astype(dtype), self.kernel[...].astype(dtype))
     return y if self.bias is None else y + self.bias[...].astype(dtype)
 
 
