@@ -74,11 +74,13 @@ def main(argv):
     config.mesh.data, config.mesh.fsdp = -1, 1
   s = build.setup(config)
   state = build.init_state(s, jax.random.key(0))
-  size, channels = config.data.image_size, config.data.channels
+  # A random batch of the shapes the family declares (images in [-1, 1], labels in 0..9).
   rng = np.random.default_rng(0)
   batch = pipeline.global_batch(
-      {'image': rng.uniform(-1, 1, (FLAGS.batch_size, size, size, channels)).astype(np.float32),
-       'label': rng.integers(0, 10, FLAGS.batch_size).astype(np.int32)}, s.batch_sharding)
+      {name: (rng.uniform(-1, 1, shape) if np.dtype(dtype).kind == 'f' else
+              rng.integers(0, 10, shape)).astype(dtype)
+       for name, (shape, dtype) in s.objective.batch_shapes(FLAGS.batch_size).items()},
+      s.batch_sharding)
   key = jax.random.key(1)
   flops = step_flops(s, state, batch, key)
 
