@@ -35,12 +35,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model.norm = 'instance'
   config.model.compute_dtype = 'float32'
 
-  config.discriminator = ml_collections.ConfigDict()  # both discriminators
-  config.discriminator.name = 'patchgan'
-  config.discriminator.ch = 64
-  config.discriminator.num_layers = 2
-  config.discriminator.norm = 'instance'
-  config.discriminator.compute_dtype = 'float32'
+  config.discriminator = pix2pix_edges2fashion.patchgan()  # both discriminators
 
   config.cyclegan = ml_collections.ConfigDict()
   config.cyclegan.loss = 'lsgan'  # 'lsgan' (CycleGAN's) | 'vanilla'

@@ -25,6 +25,12 @@ def adam(**overrides) -> ml_collections.ConfigDict:
                                 grad_clip=0.0), **overrides})
 
 
+def patchgan() -> ml_collections.ConfigDict:
+  """A PatchGAN scaled to 28-32 px: 2 stride-2 layers (5x5-6x6 patches), instance norm."""
+  return ml_collections.ConfigDict({'name': 'patchgan', 'ch': 64, 'num_layers': 2,
+                                    'norm': 'instance', 'compute_dtype': 'float32'})
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   variant = common.check_variant(arg, ('tiny',))
   config = common.run('pix2pix', total_steps=20_000, global_batch_size=64)
@@ -40,12 +46,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model.dropout_blocks = 1  # dropout 0.5 on this many blocks next to the innermost
   config.model.compute_dtype = 'float32'
 
-  config.discriminator = ml_collections.ConfigDict()  # conditional PatchGAN on (source, image)
-  config.discriminator.name = 'patchgan'
-  config.discriminator.ch = 64
-  config.discriminator.num_layers = 2
-  config.discriminator.norm = 'instance'
-  config.discriminator.compute_dtype = 'float32'
+  config.discriminator = patchgan()  # conditional: on (source, image)
 
   config.pix2pix = ml_collections.ConfigDict()
   config.pix2pix.loss = 'vanilla'  # 'vanilla' (BCE, pix2pix's) | 'lsgan'

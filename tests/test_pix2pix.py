@@ -8,7 +8,7 @@ import pytest
 from flax import nnx
 
 from conftest import load_config, run_cli, tiny_run_resumes_exactly
-from jaxgen import build, inference
+from jaxgen import build, inference, models
 from jaxgen.eval import evaluate
 from jaxgen.models import patchgan, pix2pix
 from jaxgen.objectives import pix2pix as pix2pix_objective
@@ -74,8 +74,8 @@ def test_the_generator_gradient_goes_through_the_updated_discriminator():
   batch = {'source': jax.random.uniform(keys[0], (16, 32, 32, 1), minval=-1, maxval=1),
            'target': jax.random.uniform(keys[1], (16, 32, 32, 1), minval=-1, maxval=1)}
   new_state, metrics = jax.jit(objective.train_step)(state, batch, rng)
-  gen = pix2pix_objective.models.build(config.model, (32, 32, 1))
-  disc = pix2pix_objective.models.build(config.discriminator, (32, 32, 2))
+  gen = models.build(config.model, (32, 32, 1))
+  disc = models.build(config.discriminator, (32, 32, 2))
 
   def g_loss(g_params):
     fake = gen.apply(g_params, batch['source'], rng)
@@ -147,7 +147,7 @@ def test_translation_metrics_in_closed_form():
   assert float(same['psnr'].min()) > 45
   target = jnp.zeros_like(source)
   metrics = objective.test_metrics(params, {'source': source, 'target': target}, rng)
-  exact = pix2pix_objective.models.build(config.model, (32, 32, 1)).apply(params, source, rng)
+  exact = models.build(config.model, (32, 32, 1)).apply(params, source, rng)
   mse = np.mean(((np.asarray(exact) + 1) / 2 - 0.5) ** 2, axis=(1, 2, 3))
   np.testing.assert_allclose(metrics['psnr'], -10 * np.log10(mse), rtol=1e-4)
   np.testing.assert_allclose(metrics['l1'], np.mean(np.abs(exact), axis=(1, 2, 3)), rtol=1e-5)

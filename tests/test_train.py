@@ -192,3 +192,14 @@ def test_objective_sample_returns_uint8_images():
       images = build.jit_sample(s, n, sampler=sampler, steps=3)(state, jax.random.key(1))
       assert isinstance(images, np.ndarray)
       assert images.shape == (n, 28, 28, 1) and images.dtype == np.uint8
+
+
+def test_linear_decay_schedule_is_constant_then_a_straight_line():
+  import ml_collections
+
+  from jaxgen import optim
+  cfg = ml_collections.ConfigDict(dict(learning_rate=2e-4, warmup_steps=0, decay='linear',
+                                       decay_start=0.5, end_lr_ratio=0.0))
+  schedule = optim.learning_rate_schedule(cfg, 100)
+  np.testing.assert_allclose([float(schedule(s)) for s in (0, 25, 50, 75, 100)],
+                             [2e-4, 2e-4, 2e-4, 1e-4, 0.0], atol=1e-10)
