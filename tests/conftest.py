@@ -107,6 +107,18 @@ def tiny_run_resumes_exactly(config_name: str, tmp_path, num_train: int = 64, **
   return config, straight
 
 
+def untrained_classifier(directory) -> str:
+  """A Fashion-MNIST classifier checkpoint of random weights: features enough to check
+  what is computed from them (a trained one is not needed for that)."""
+  import jax
+
+  from jaxgen.eval import classifier
+
+  params = classifier.MODEL.init(jax.random.key(0))
+  classifier.save(directory, classifier.Trained(params, 0.0), {'epochs': 0})
+  return str(directory)
+
+
 def free_port() -> int:
   with socket.socket() as s:
     s.bind(('127.0.0.1', 0))

@@ -1,13 +1,15 @@
 """Pix2Pix: the U-Net and PatchGAN against pytorch-CycleGAN-and-pix2pix's sizes, the losses
 in closed form, the G update against a direct gradient, a tiny run that resumes exactly."""
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
 
-from conftest import load_config, run_cli, tiny_run_resumes_exactly
+from conftest import load_config, run_cli, tiny_run_resumes_exactly, untrained_classifier
 from jaxgen import build, inference, models
 from jaxgen.eval import evaluate
 from jaxgen.models import patchgan, pix2pix
@@ -96,11 +98,18 @@ def test_a_tiny_pix2pix_run_resumes_exactly_writes_grids_and_is_evaluated(tmp_pa
   assert int(state['step']) == config.total_steps
   grids = sorted((tmp_path / 'b' / 'samples').glob('translations_step_*.png'))
   assert [g.name for g in grids] == ['translations_step_0000006.png']
-  # jaxgen-eval: PSNR/SSIM/L1 of translations over the 16 test pairs.
-  done = evaluate.evaluate_workdir(str(tmp_path / 'b'), evaluate.Options(batch_size=8))
+  # jaxgen-eval: PSNR/SSIM/L1 of translations over the 16 test pairs, FD-FMNIST and the
+  # classifier's class agreement against their targets.
+  done = evaluate.evaluate_workdir(str(tmp_path / 'b'), evaluate.Options(
+      batch_size=8, classifier_dir=untrained_classifier(tmp_path / 'classifier')))
   assert done['evaluated'] == [6]
   result = done['best']
   assert result['metric'] == 'test/psnr' and np.isfinite(result['value'])
+  (record,) = [json.loads(line) for line in open(tmp_path / 'b' / 'eval' / 'metrics.jsonl')]
+  assert record['test_images'] == record['a2b/images'] == 16
+  assert 0 <= record['a2b/class_match'] <= 1 and record['a2b/fd_fmnist'] > 0
+  assert record['a2b/fd_fmnist_floor'] > 0  # 16 train targets against the 16 test targets
+  assert 'b2a/images' not in record and 'a2b/cycle_l1' not in record
   _translate_a_folder(tmp_path)
 
 

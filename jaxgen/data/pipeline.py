@@ -26,6 +26,12 @@ FROM_IDX_FILES = {'fashion_mnist': fashion_mnist.FashionMnistIdx,
                   **fashion_translation.BUILDERS}
 
 
+def is_fashion_mnist(cfg: ml_collections.ConfigDict) -> bool:
+  """Whether the dataset's images are Fashion-MNIST garments (Fashion-MNIST itself or one
+  made from its IDX files), which the FD-FMNIST classifier can measure."""
+  return cfg.name in FROM_IDX_FILES
+
+
 class DataError(ValueError):
   """A dataset that cannot be read as configured; the message says how to fix it."""
 

@@ -21,7 +21,7 @@ from jax.experimental import multihost_utils
 
 from jaxgen import checkpoint, inference, metrics, paths, sharding
 from jaxgen.data import pipeline
-from jaxgen.eval import classifier, extract, fid, inception, weights
+from jaxgen.eval import classifier, extract, fid, inception, translation, weights
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,6 +181,8 @@ def format_result(step: int, result: dict[str, float]) -> str:
       ('precision', 'precision', '.3f'), ('recall', 'recall', '.3f')) if key in result]
   if inception_parts:
     line += '\n  ' + ' | '.join(inception_parts)
+  for way_line in translation.format_lines(result):
+    line += '\n  ' + way_line
   if 'fd_fmnist' in result:
     classes = ' '.join(f'{k.split("/")[1]} {v:.0%}' for k, v in result.items()
                        if k.startswith('class_fraction/'))
@@ -195,22 +197,25 @@ def format_result(step: int, result: dict[str, float]) -> str:
 def evaluate_step(workdir: str, step: int, options: Options, writer) -> dict[str, Any]:
   """Samples the checkpoint at `step` and writes its metrics and a sample grid."""
   s, state, step, config = inference.restore_for_sampling(workdir, step)
-  if s.objective.test_metrics is None and s.objective.sample is None:
-    raise ValueError(f'jaxgen-eval has no metrics for {config.objective} runs yet (they '
-                     'neither generate from noise nor declare test metrics); use '
-                     'jaxgen-translate on the test images to look at its outputs')
+  if (s.objective.test_metrics is None and s.objective.sample is None and
+      s.objective.translate is None):
+    raise ValueError(f'jaxgen-eval has no metrics for {config.objective} runs (they neither '
+                     'generate from noise, translate, nor declare test metrics)')
   kwargs = inference.sample_options(s.objective, options.sample_options)
   result: dict[str, Any] = {}
   if s.objective.test_metrics is not None:
     result.update(test_split_metrics(s, state, options))
   grid = None
+  if s.objective.translate is not None:
+    metrics_of_ways, grid = translation.translation_metrics(s, state, options)
+    result.update(metrics_of_ways)
   if s.objective.sample is not None:
     images = inference.generate(s, state, options.num_samples, options.batch_size,
                                 options.seed, **kwargs)
     result['num_samples'] = len(images)
     grid = metrics.image_grid(images[:64])
     fmnist_images = as_fashion_mnist(images, config.data)
-    if (options.classifier_dir and config.data.name == 'fashion_mnist' and
+    if (options.classifier_dir and pipeline.is_fashion_mnist(config.data) and
         fmnist_images is not None):
       result.update(fmnist_metrics(fmnist_images, options.classifier_dir))
     if options.inception_weights:
@@ -221,11 +226,12 @@ def evaluate_step(workdir: str, step: int, options: Options, writer) -> dict[str
   out_dir = paths.workdir_path(workdir) / EVAL_DIR
   writer.write_scalars(step, {k: v for k, v in result.items()
                               if isinstance(v, (int, float))})
+  grid_name = 'translations' if s.objective.translate is not None else 'samples'
   if grid is not None:
-    writer.write_image(step, 'eval_samples', grid)
+    writer.write_image(step, f'eval_{grid_name}', grid)
   if writer.enabled:
     if grid is not None:
-      metrics.save_png(out_dir / f'samples_{step:07d}.png', grid)
+      metrics.save_png(out_dir / f'{grid_name}_{step:07d}.png', grid)
     metrics.print_line(format_result(step, result))
   return {'result': result, 'total_steps': config.total_steps,
           'best_metric': s.objective.best_metric}

@@ -155,5 +155,5 @@ def make_objective(config: ml_collections.ConfigDict) -> Objective:
   return Objective(init=init, train_step=train_step, sample=None,
                    sample_params=lambda state: state['params']['g'],
                    batch_shapes=batch_shapes, translate=translate,
-                   translation_directions=DIRECTIONS,
+                   translation_directions=DIRECTIONS, best_metric=('a2b/fd_fmnist', True),
                    progress_metrics=('d_loss', 'g_loss', 'cycle_a', 'cycle_b'))
