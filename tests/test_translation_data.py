@@ -131,3 +131,61 @@ def test_tfds_cycle_gan_reads_as_an_unpaired_dataset(tmp_path):
   for batch in batches:
     assert batch['source'].shape == batch['target'].shape == (4, 32, 32, 3)
     assert -1 <= batch['source'].min() and batch['source'].max() <= 1
+
+
+def test_jaxgen_data_reads_pix2pix_and_cyclegan_folders_and_names_bad_files(tmp_path):
+  from PIL import Image
+
+  from conftest import run_cli
+
+  rng = np.random.default_rng(0)
+  pairs = {}
+  for split in ('train', 'val'):
+    (tmp_path / 'p2p' / split).mkdir(parents=True)
+    for i in range(3):
+      pairs[split, i] = rng.integers(0, 256, (12, 24, 3), dtype=np.uint8)  # A | B
+      Image.fromarray(pairs[split, i]).save(tmp_path / 'p2p' / split / f'{i}.png')
+  (tmp_path / 'p2p' / 'train' / 'broken.jpg').write_bytes(b'not a jpeg')
+  Image.fromarray(pairs['train', 0][:, :23]).save(tmp_path / 'p2p' / 'train' / 'odd.png')
+  tfds_dir = tmp_path / 'tfds'
+  done = run_cli('jaxgen.data.main', 'pix2pix', f'--input_dir={tmp_path / "p2p"}',
+                 '--name=tiny_facades', f'--data_dir={tfds_dir}')
+  assert done.returncode == 0, done.stderr
+  assert 'broken.jpg: not a readable image' in done.stdout
+  assert 'odd.png: width 23 is odd' in done.stdout
+  assert 'train 3, val 3 examples' in done.stdout
+  flags = done.stdout.split('train on it with: ')[1].split()
+  assert '--config.data.source_key=a' in flags and '--config.data.eval_split=val' in flags
+
+  # The config the command printed reads the halves back, pixel for pixel.
+  cfg = _data_cfg(tfds_dir, tmp_path, label_key='', image_size=12, channels=3,
+                  **{f.split('=')[0].rsplit('.', 1)[1]: f.split('=')[1] for f in flags
+                     if f.startswith('--config.data.') and 'channels' not in f
+                     and 'data_dir' not in f})
+  sources, targets = pipeline.load_pairs(cfg, 3)
+  as_uint8 = lambda x: np.round((x + 1) * 127.5).astype(np.uint8)
+  for i in range(3):
+    np.testing.assert_array_equal(as_uint8(sources[i]), pairs['val', i][:, :12])
+    np.testing.assert_array_equal(as_uint8(targets[i]), pairs['val', i][:, 12:])
+  again = run_cli('jaxgen.data.main', 'pix2pix', f'--input_dir={tmp_path / "p2p"}',
+                  '--name=tiny_facades', f'--data_dir={tfds_dir}')
+  assert again.returncode == 2 and 'already holds tiny_facades' in again.stderr
+
+  # The CycleGAN layout: cycle_gan's features, grey images stored as RGB.
+  for folder in ('trainA', 'trainB'):
+    (tmp_path / 'cg' / folder).mkdir(parents=True)
+    for i in range(2 if folder == 'trainA' else 3):
+      Image.fromarray(rng.integers(0, 256, (10, 10), dtype=np.uint8)).save(
+          tmp_path / 'cg' / folder / f'{i}.png')
+  from jaxgen.data import folders
+
+  result = folders.build('tiny_h2z', str(tmp_path / 'cg'), 'cyclegan', str(tfds_dir))
+  assert result['splits'] == {'trainA': 2, 'trainB': 3} and result['shape'] == (10, 10, 3)
+  source = tfds.data_source('tiny_h2z', split='trainB', data_dir=str(tfds_dir))
+  assert [int(source[i]['label']) for i in range(3)] == [1, 1, 1]
+  (tmp_path / 'cg' / 'extra').mkdir()
+  Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / 'cg' / 'extra' / 'x.png')
+  with pytest.raises(folders.FolderError, match=r"folders \['extra'\] do not end in A or B"):
+    folders.build('tiny_h2z_2', str(tmp_path / 'cg'), 'cyclegan', str(tfds_dir))
+  with pytest.raises(folders.FolderError, match='no subfolders with PNG/JPEG'):
+    folders.build('empty', str(tmp_path / 'cg' / 'extra'), 'pix2pix', str(tfds_dir))
