@@ -4,7 +4,8 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo eval-demo vae-demo ae-demo gan-demo test lint data clean-demo constraints
+.PHONY: demo eval-demo vae-demo ae-demo gan-demo pix2pix-demo cyclegan-demo test lint data \
+  clean-demo constraints
 
 # Installs the exact versions of constraints.txt (pyproject.toml has the ranges).
 $(STAMP): pyproject.toml constraints.txt
@@ -74,6 +75,23 @@ gan-demo: $(STAMP) data
 	  $(BIN)/jaxgen-eval train_classifier --output=$(CLASSIFIER)
 	$(BIN)/jaxgen-eval --workdir=runs/gan_demo --num_samples=10000 --classifier_dir=$(CLASSIFIER)
 
+# Image-to-image demos: train (grids of test images every 500 steps in samples/), then
+# jaxgen-eval over the whole test split: Pix2Pix edges2fashion PSNR/SSIM/L1, FD-FMNIST of
+# the translations against the targets and class match; CycleGAN sneaker2boot both ways,
+# FD-FMNIST against the other domain, translation accuracy and cycle L1 (the classifier is
+# trained once, as for eval-demo).
+pix2pix-demo: $(STAMP) data
+	$(BIN)/jaxgen-train --config=configs/pix2pix_edges2fashion.py:demo --workdir=runs/pix2pix_demo
+	test -f $(CLASSIFIER)/train_stats.npz || \
+	  $(BIN)/jaxgen-eval train_classifier --output=$(CLASSIFIER)
+	$(BIN)/jaxgen-eval --workdir=runs/pix2pix_demo --classifier_dir=$(CLASSIFIER)
+
+cyclegan-demo: $(STAMP) data
+	$(BIN)/jaxgen-train --config=configs/cyclegan_sneaker2boot.py:demo --workdir=runs/cyclegan_demo
+	test -f $(CLASSIFIER)/train_stats.npz || \
+	  $(BIN)/jaxgen-eval train_classifier --output=$(CLASSIFIER)
+	$(BIN)/jaxgen-eval --workdir=runs/cyclegan_demo --classifier_dir=$(CLASSIFIER)
+
 # The whole suite on CPU JAX with 8 simulated devices, in TEST_WORKERS processes (one per
 # core on our 2-core CI machines; each test file runs whole in one worker).
 TEST_WORKERS ?= 2
@@ -84,4 +102,4 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=12
 
 clean-demo:
-	rm -rf runs/demo runs/vae_demo runs/ae_demo runs/gan_demo
+	rm -rf runs/demo runs/vae_demo runs/ae_demo runs/gan_demo runs/pix2pix_demo runs/cyclegan_demo

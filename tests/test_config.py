@@ -83,8 +83,10 @@ def test_shipped_variants_validate(variant):
     ('dcgan_fashion_mnist', ('tiny', 'demo', None)),
     ('stylegan2_fashion_mnist', ('tiny', 'demo', None)),
     ('stylegan2_cifar10', ('tpu', 'gpu8', None)),
-    ('pix2pix_edges2fashion', ('tiny', None)),
-    ('cyclegan_sneaker2boot', ('tiny', None))])
+    ('pix2pix_edges2fashion', ('tiny', 'demo', None)),
+    ('cyclegan_sneaker2boot', ('tiny', 'demo', None)),
+    ('pix2pix_facades', ('tpu', 'gpu8', None)),
+    ('cyclegan_horse2zebra', ('tpu', 'gpu8', None))])
 def test_gan_configs_validate_and_build(name, variants):
   import jax
 
@@ -94,6 +96,11 @@ def test_gan_configs_validate_and_build(name, variants):
     validate.validate(config, 8, 1, registry.known_values(config))
     params = build.abstract_state(config)['params']
     assert set(params) == {'g', 'd'}
+  size = lambda tree: sum(x.size for x in jax.tree_util.tree_leaves(tree))
+  if name == 'pix2pix_facades':  # unet_256 (see test_pix2pix for the count)
+    assert size(params['g']) == 54_413_955 + 576
+  if name == 'cyclegan_horse2zebra':  # two resnet_9blocks (see test_cyclegan)
+    assert size(params['g']) == 2 * (11_378_179 + 5_248)
   if name != 'stylegan2_cifar10':
     return
   # ADA's cifar settings: 512 wide at 32 px, mapping depth 2, no residual D skips.
