@@ -63,6 +63,49 @@ def test_image_pool_fills_then_swaps_like_pytorch_cyclegans():
   np.testing.assert_array_equal(out, images)
 
 
+class _Affine:
+  """A stand-in generator G(x) = scale * x + shift, whose inverse is known."""
+
+  def init(self, rng):
+    del rng
+    return {'scale': jnp.ones(()), 'shift': jnp.zeros(())}
+
+  def apply(self, params, x):
+    return params['scale'] * x + params['shift']
+
+
+def test_cycle_and_identity_losses_vanish_where_they_should(monkeypatch):
+  from jaxgen import models
+
+  real_build = models.build
+  monkeypatch.setattr(cyclegan.models, 'build', lambda cfg, shape: (
+      _Affine() if cfg.name == 'cyclegan_resnet' else real_build(cfg, shape)))
+  from conftest import load_config
+  config = load_config('tiny', 'cyclegan_sneaker2boot')
+  objective = cyclegan.make_objective(config)
+  state = objective.init(jax.random.key(0))
+  keys = jax.random.split(jax.random.key(1))
+  batch = {'source': jax.random.uniform(keys[0], (4, 28, 28, 1), minval=-1, maxval=1),
+           'target': jax.random.uniform(keys[1], (4, 28, 28, 1), minval=-1, maxval=1)}
+
+  def metrics_with(ab, ba):
+    params = {**state['params'], 'g': {'ab': ab, 'ba': ba}}
+    return objective.train_step({**state, 'params': params}, batch, jax.random.key(2))[1]
+
+  # Identity generators: no identity loss (and no cycle loss).
+  one = {'scale': jnp.float32(1), 'shift': jnp.float32(0)}
+  m = metrics_with(one, one)
+  for name in ('identity_a', 'identity_b', 'cycle_a', 'cycle_b'):
+    assert float(m[name]) == 0, name
+  # G_ba inverts G_ab: no cycle loss either way, but G_ab(b) != b: an identity loss.
+  m = metrics_with({'scale': jnp.float32(2), 'shift': jnp.float32(0.5)},
+                   {'scale': jnp.float32(0.5), 'shift': jnp.float32(-0.25)})
+  assert float(m['cycle_a']) < 1e-7 and float(m['cycle_b']) < 1e-7
+  assert float(m['identity_a']) > 0.1 and float(m['identity_b']) > 0.1
+  np.testing.assert_allclose(  # |G_ab(b) - b| = |b + 0.5|
+      m['identity_b'], jnp.mean(jnp.abs(batch['target'] + 0.5)), rtol=1e-6)
+
+
 def test_a_tiny_cyclegan_run_resumes_exactly_and_translates_both_ways(tmp_path):
   # 160 fake images: 16 sneakers and 16 boots, two batches of 8 per domain and epoch.
   config, state = tiny_run_resumes_exactly(

@@ -34,6 +34,18 @@ def test_unet_256_and_the_70x70_patchgan_have_pix2pix_parameter_counts():
       in_channels=6, ch=64, num_layers=3, norm='instance', rngs=nnx.Rngs(0))) == 2_768_705
 
 
+def test_the_3_layer_patchgan_sees_70x70_patches():
+  # The support of one logit's input gradient (no norm: a norm's statistics would spread it
+  # over the whole image). The width does not change the receptive field.
+  disc = patchgan.PatchDiscriminator(in_channels=3, ch=4, num_layers=3, norm='none',
+                                     rngs=nnx.Rngs(0))
+  x = jax.random.normal(jax.random.key(0), (1, 96, 96, 3))
+  assert disc(x).shape == (1, 10, 10, 1)  # 96 px: 10 x 10 patches
+  grad = jax.grad(lambda x: disc(x)[0, 5, 5, 0])(x)
+  rows, cols = np.nonzero(np.abs(np.asarray(grad[0])).sum(-1))
+  assert rows.max() - rows.min() + 1 == 70 and cols.max() - cols.min() + 1 == 70
+
+
 def test_unet_dropout_is_the_noise_and_skips_carry_the_source():
   net = pix2pix.UNetGenerator(image_size=32, in_channels=1, out_channels=1, ch=8, num_downs=5,
                               norm='instance', dropout_blocks=2, rngs=nnx.Rngs(0))
