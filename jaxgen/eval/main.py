@@ -7,6 +7,7 @@
   jaxgen-eval --workdir=runs/c10 --inception_weights=W.pth --reference=S.npz
   jaxgen-eval --workdir=runs/vae_demo --num_samples=5000    # + test-set bits/dim, IWAE bound
   jaxgen-eval --workdir=runs/demo --sample.sampler=ddim --sample.steps=100  # sampling options
+  jaxgen-eval --workdir=runs/cyclegan_demo  # translation runs: FD, translation accuracy, cycle L1
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ flags.DEFINE_integer('num_samples', 50_000, 'Samples to generate per checkpoint.
 flags.DEFINE_integer('batch_size', 500, 'Samples per sampling call (split over devices).')
 flags.DEFINE_integer('seed', 0, 'Sampling seed (the same for every checkpoint).')
 flags.DEFINE_integer('test_images', None, 'Runs with test-split metrics (VAE bounds, '
-                     'autoencoder PSNR): evaluate the first N images (default: all).')
+                     'autoencoder PSNR, translations): evaluate the first N images of the '
+                     'evaluation split(s) (default: all).')
 flags.DEFINE_string('classifier_dir', 'runs/fmnist_classifier',
                     'The Fashion-MNIST classifier for FD-FMNIST (jaxgen-eval train_classifier); '
                     '"" skips FD-FMNIST.')
