@@ -41,7 +41,11 @@ def ddpm(**overrides) -> ml_collections.ConfigDict:
   diffusion.prediction = 'eps'  # 'eps' | 'v'
   diffusion.label_dropout = 0.1
   diffusion.guidance_scale = 1.0
-  diffusion.sampler = 'ddim'  # 'ddim' | 'ddpm'; for sample grids and jaxgen-sample
+  # For sample grids and jaxgen-sample: 'ddim' (= 'euler') | 'ddpm' | 'heun' | 'dpmpp_2m' |
+  # 'dpmpp_3m', at noise levels 'trained' (evenly spaced trained timesteps) | 'karras' |
+  # 'log_snr' (jaxgen/samplers/).
+  diffusion.sampler = 'ddim'
+  diffusion.spacing = 'trained'
   diffusion.sample_steps = 50
   diffusion.eta = 0.0
   diffusion.update(overrides)

@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxgen.samplers import SAMPLERS, ddpm
+import ddpm_reference
+from jaxgen.samplers import SAMPLERS, sample_vp, spacings
 from jaxgen.samplers import schedules as sch
 from jaxgen.state import ema_decay_at, ema_update
 
@@ -51,48 +52,103 @@ def test_q_sample_moments():
   assert abs(float(x_t.var()) - (1 - abar)) < 0.02
 
 
-def test_timestep_subsequence():
-  np.testing.assert_array_equal(ddpm.timestep_subsequence(1000, 1000), np.arange(1000)[::-1])
-  ts = ddpm.timestep_subsequence(1000, 50)
-  assert len(ts) == 50 and ts[0] == 999 and ts[-1] == 0 and np.all(np.diff(ts) < 0)
+def test_trained_spacing_is_ddims_respacing():
+  s = sch.linear_schedule(1000)
+  np.testing.assert_array_equal(spacings.trained(1000, s.sigmas)[:-1], s.sigmas[::-1])
+  levels = spacings.trained(50, s.sigmas)
+  ts = ddpm_reference.timestep_subsequence(1000, 50)
+  np.testing.assert_array_equal(levels[:-1], s.sigmas[ts])
+  assert levels[-1] == 0 and np.all(np.diff(levels) < 0)
   with pytest.raises(ValueError, match='sampler steps'):
-    ddpm.timestep_subsequence(1000, 0)
+    spacings.trained(0, s.sigmas)
 
 
-def _point_mass_denoiser(schedule, value):
-  """The exact denoiser for data that is always `value`: x0_hat = value."""
+def test_karras_and_log_snr_spacings_in_closed_form():
+  k = spacings.karras(5, 0.002, 80.0, rho=7.0)
+  assert k[0] == pytest.approx(80.0) and k[-2] == pytest.approx(0.002) and k[-1] == 0
+  root = k[:-1] ** (1 / 7)
+  np.testing.assert_allclose(np.diff(root), np.diff(root)[0], rtol=1e-9)  # uniform in sigma^(1/rho)
+  log = spacings.log_snr(4, 0.01, 10.0)
+  np.testing.assert_allclose(np.log(log[:-1]), np.linspace(np.log(10), np.log(0.01), 4))
+
+
+def _eps_model(x_t, t):
+  """Some smooth, non-trivial eps-predictor of (x_t, t)."""
+  return 0.6 * jnp.tanh(0.7 * x_t) + 0.0003 * t[:, None, None, None]
+
+
+def _reference_denoiser(schedule):
   def denoise(x, t):
-    x0 = jnp.full_like(x, value)
     abar = jnp.asarray(schedule.alphas_cumprod, jnp.float32)[t][:, None, None, None]
-    return x0, (x - jnp.sqrt(abar) * x0) / jnp.sqrt(1 - abar)
+    eps = _eps_model(x, t)
+    return (x - jnp.sqrt(1 - abar) * eps) / jnp.sqrt(abar), eps
   return denoise
 
 
-@pytest.mark.parametrize('name,kwargs', [('ddpm', {'steps': 1000}), ('ddpm', {'steps': 20}),
-                                         ('ddim', {'steps': 20, 'eta': 0.0}),
-                                         ('ddim', {'steps': 7, 'eta': 1.0})])
-def test_samplers_recover_a_point_mass(name, kwargs):
+@pytest.mark.parametrize('sampler,steps,eta', [('ddim', 20, 0.0), ('ddim', 20, 0.5),
+                                               ('ddpm', 25, 1.0), ('ddpm', 1000, 1.0)])
+def test_ddpm_and_ddim_through_the_protocol_give_todays_samples(sampler, steps, eta):
+  """The old VP-space samplers, with the same keys, against the protocol's ddpm/ddim."""
   s = sch.linear_schedule(1000)
-  out = SAMPLERS[name](_point_mass_denoiser(s, 0.25), s, jax.random.key(0), (3, 4, 4, 1),
-                       **kwargs)
-  np.testing.assert_allclose(out, 0.25, atol=1e-4)
+  key, shape = jax.random.key(3), (2, 4, 4, 1)
+  old = {'ddpm': ddpm_reference.ddpm_sample, 'ddim': ddpm_reference.ddim_sample}[sampler](
+      _reference_denoiser(s), s, key, shape, steps=steps, eta=eta)
+  new = jax.jit(lambda key: sample_vp(_eps_model, s, 'eps', key, shape, sampler=sampler,
+                                      spacing='trained', steps=steps, eta=eta))(key)
+  np.testing.assert_allclose(new, old, atol=2e-4)
+  assert float(jnp.std(new)) > 0.05
 
 
-def test_ddim_eta_one_is_ancestral_ddpm():
-  """DDIM with eta=1 takes the same step as DDPM's posterior (same noise, same result)."""
+MU, STD = 0.3, 0.5  # the data: N(MU, STD^2) in every dimension
+
+
+def _gaussian_denoiser(x, sigma):
+  """The exact E[x0 | x0 + sigma eps = x] for x0 ~ N(MU, STD^2)."""
+  return MU + STD**2 / (STD**2 + sigma**2) * (x - MU)
+
+
+def _solve(name, steps, x, **options):
+  sigmas = spacings.karras(steps, 0.002, 80.0)
+  return SAMPLERS[name](_gaussian_denoiser, sigmas, x, jax.random.key(1), **options)
+
+
+@pytest.mark.parametrize('name,order,steps', [('euler', 1, (16, 32, 64)),
+                                              ('heun', 2, (16, 32, 64)),
+                                              ('dpmpp_2m', 2, (16, 32, 64)),
+                                              ('dpmpp_3m', 3, (8, 16, 32))])
+def test_ode_samplers_converge_to_the_exact_gaussian_map_at_their_order(name, order, steps):
+  """The probability-flow ODE maps x(80) = MU + sqrt(STD^2 + 80^2) z to MU + STD z exactly;
+  the error at N steps shrinks like N^-order (Karras levels; 3M is measured at fewer steps,
+  before float32's rounding of |x| ~ 100 sets the floor)."""
+  z = jnp.linspace(-2.0, 2.0, 5)
+  x = MU + np.sqrt(STD**2 + 80.0**2) * z
+  errors = [float(jnp.max(jnp.abs(_solve(name, n, x) - (MU + STD * z)))) for n in steps]
+  assert errors[-1] < {1: 5e-2, 2: 5e-3, 3: 2e-3}[order], errors
+  for coarse, fine in zip(errors, errors[1:]):
+    assert coarse / fine > 2 ** order * 0.75, errors
+
+
+@pytest.mark.parametrize('name,options', [('ddpm', {}), ('euler', {'eta': 0.5}),
+                                          ('heun', {'s_churn': 40.0, 's_tmin': 0.05,
+                                                    's_tmax': 50.0})])
+def test_stochastic_samplers_draw_the_gaussian(name, options):
+  x = MU + np.sqrt(STD**2 + 80.0**2) * jax.random.normal(jax.random.key(0), (20_000,))
+  out = np.asarray(_solve(name, 256, x, **options))
+  assert abs(out.mean() - MU) < 0.02 and abs(out.std() - STD) < 0.02, (out.mean(), out.std())
+
+
+def test_samplers_recover_a_point_mass_from_a_ddpm_model():
   s = sch.linear_schedule(1000)
 
-  def denoise(x, t):  # some smooth, non-trivial x0-predictor
-    x0 = jnp.tanh(0.7 * x + 0.001 * t[:, None, None, None])
-    abar = jnp.asarray(s.alphas_cumprod, jnp.float32)[t][:, None, None, None]
-    return x0, (x - jnp.sqrt(abar) * x0) / jnp.sqrt(1 - abar)
+  def eps_of_point_mass(x_t, t):  # the exact eps-predictor for data always 0.25
+    abar = jnp.asarray(s.alphas_cumprod, jnp.float32)[jnp.round(t).astype(jnp.int32)]
+    abar = abar[:, None, None, None]
+    return (x_t - jnp.sqrt(abar) * 0.25) / jnp.sqrt(1 - abar)
 
-  key = jax.random.key(3)
-  a = SAMPLERS['ddpm'](denoise, s, key, (2, 4, 4, 1), steps=25, clip=False)
-  b = SAMPLERS['ddim'](denoise, s, key, (2, 4, 4, 1), steps=25, eta=1.0, clip=False)
-  np.testing.assert_allclose(a, b, atol=2e-4)
-  c = SAMPLERS['ddim'](denoise, s, key, (2, 4, 4, 1), steps=25, eta=0.0, clip=False)
-  assert not np.allclose(a, c, atol=1e-2)
+  for sampler in SAMPLERS:
+    out = sample_vp(eps_of_point_mass, s, 'eps', jax.random.key(0), (3, 4, 4, 1),
+                    sampler=sampler, spacing='trained', steps=10)
+    np.testing.assert_allclose(out, 0.25, atol=1e-4, err_msg=sampler)
 
 
 def test_ema_closed_form():

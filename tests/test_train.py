@@ -187,11 +187,18 @@ def test_sample_from_empty_workdir_is_a_clear_error(tmp_path):
 def test_objective_sample_returns_uint8_images():
   s = build.setup(tiny_config_with())
   state = build.init_state(s, jax.random.key(0))
-  for sampler in ('ddpm', 'ddim'):
-    for n in (5, 8):  # 8 images are split over the 8 devices, 5 are not
-      images = build.jit_sample(s, n, sampler=sampler, steps=3)(state, jax.random.key(1))
-      assert isinstance(images, np.ndarray)
-      assert images.shape == (n, 28, 28, 1) and images.dtype == np.uint8
+  from jaxgen.samplers import SAMPLERS
+  # 8 images are split over the 8 devices, 5 are not; every sampler, on two spacings.
+  for sampler, n, spacing in [('ddpm', 5, 'trained'), ('ddim', 8, 'trained'),
+                              *[(name, 8, 'karras') for name in SAMPLERS]]:
+    images = build.jit_sample(s, n, sampler=sampler, steps=3, spacing=spacing)(
+        state, jax.random.key(1))
+    assert isinstance(images, np.ndarray)
+    assert images.shape == (n, 28, 28, 1) and images.dtype == np.uint8, sampler
+  with pytest.raises(ValueError, match="sampler='dpm': use one of ddpm, ddim, euler"):
+    build.jit_sample(s, 8, sampler='dpm')(state, jax.random.key(1))
+  with pytest.raises(ValueError, match="spacing='linear': use trained, karras or log_snr"):
+    build.jit_sample(s, 8, spacing='linear')(state, jax.random.key(1))
 
 
 def test_linear_decay_schedule_is_constant_then_a_straight_line():

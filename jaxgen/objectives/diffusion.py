@@ -12,7 +12,7 @@ import optax
 from jaxgen import models, objectives, optim
 from jaxgen import state as state_lib
 from jaxgen.objectives import Objective, class_labels, to_uint8
-from jaxgen.samplers import SAMPLERS, schedules
+from jaxgen.samplers import SAMPLERS, sample_vp, schedules
 from jaxgen.samplers.schedules import SCHEDULES
 
 
@@ -53,6 +53,7 @@ def diffusion_loss(apply_fn, params, batch: dict[str, jax.Array], example_keys: 
 def known_values(config: ml_collections.ConfigDict) -> dict[str, tuple]:
   """Allowed values of the config fields this family reads."""
   return {'diffusion.sampler': tuple(SAMPLERS), 'diffusion.schedule': tuple(SCHEDULES),
+          'diffusion.spacing': schedules.VP_SPACINGS,
           'diffusion.prediction': ('eps', 'v')}
 
 
@@ -89,27 +90,25 @@ def make_objective(config: ml_collections.ConfigDict) -> Objective:
     return new_state, metrics
 
   def sample(params, rng, n, *, sampler=None, steps=None, eta=None, labels=None,
-             guidance_scale=None):
+             guidance_scale=None, spacing=None):
     """`labels`: one class for every image, or a comma-separated list cycled over them
-    (class-conditional models; default: the classes in turn)."""
-    sampler = sampler or dcfg.sampler
-    kwargs = {'steps': steps or dcfg.sample_steps,
-              'eta': dcfg.eta if eta is None else eta}
+    (class-conditional models; default: the classes in turn). `sampler` and `spacing`:
+    samplers/__init__.py and schedules.vp_sigmas."""
     scale = dcfg.guidance_scale if guidance_scale is None else guidance_scale
     labels = class_labels(labels, n, num_classes)
 
-    def denoise(x, t):
+    def model_fn(x, t):
       if num_classes and scale != 1.0:
         null = jnp.full_like(labels, num_classes)
         both = model.apply(params, jnp.concatenate([x, x]), jnp.concatenate([t, t]),
                            jnp.concatenate([labels, null]))
         cond, uncond = jnp.split(both, 2)
-        out = uncond + scale * (cond - uncond)
-      else:
-        out = model.apply(params, x, t, labels if num_classes else None)
-      return schedules.to_x0_eps(schedule, dcfg.prediction, out.astype(jnp.float32), x, t)
+        return uncond + scale * (cond - uncond)
+      return model.apply(params, x, t, labels if num_classes else None)
 
-    images = SAMPLERS[sampler](denoise, schedule, rng, (n, *image_shape), **kwargs)
+    images = sample_vp(model_fn, schedule, dcfg.prediction, rng, (n, *image_shape),
+                       sampler=sampler or dcfg.sampler, spacing=spacing or dcfg.spacing,
+                       steps=steps or dcfg.sample_steps, eta=dcfg.eta if eta is None else eta)
     return to_uint8(images)
 
   return Objective(init=init, train_step=train_step, sample=sample,
@@ -119,4 +118,4 @@ def make_objective(config: ml_collections.ConfigDict) -> Objective:
 
 
 SAMPLE_OPTIONS = {'sampler': str, 'steps': int, 'eta': float, 'guidance_scale': float,
-                  'labels': str}
+                  'labels': str, 'spacing': str}

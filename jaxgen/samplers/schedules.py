@@ -21,6 +21,12 @@ class Schedule:
     return len(self.alphas_cumprod)
 
   @property
+  def sigmas(self) -> np.ndarray:
+    """The noise level of each timestep in the variance-exploding view, x_t / sqrt(abar_t) =
+    x0 + sigma_t eps: sigma_t = sqrt((1 - abar_t) / abar_t), increasing in t."""
+    return np.sqrt((1.0 - self.alphas_cumprod) / self.alphas_cumprod)
+
+  @property
   def betas(self) -> np.ndarray:
     prev = np.concatenate([[1.0], self.alphas_cumprod[:-1]])
     return 1.0 - self.alphas_cumprod / prev
@@ -78,3 +84,46 @@ def to_x0_eps(schedule: Schedule, prediction: str, model_out: jax.Array, x_t: ja
   else:
     raise ValueError(f'unknown prediction {prediction!r}; use "eps" or "v"')
   return x0, eps
+
+
+def vp_denoiser(schedule: Schedule, prediction: str, model_fn, *, clip: bool = True,
+                snap: bool = False):
+  """denoise(x, sigma) -> x0_hat for the samplers (variance-exploding x = x0 + sigma eps) from
+  a model trained on this variance-preserving schedule: model_fn(x_t, t) -> eps or v at
+  x_t = x / sqrt(1 + sigma^2) and t the (fractional) timestep of sigma, interpolated in
+  log sigma; `snap` rounds t to the trained timestep (for levels taken from the schedule).
+  `clip` clips x0_hat to [-1, 1], as DDPM and DDIM sample."""
+  log_sigmas = jnp.asarray(np.log(schedule.sigmas), jnp.float32)
+  timesteps = jnp.arange(schedule.num_timesteps, dtype=jnp.float32)
+
+  def denoise(x, sigma):
+    alpha = jax.lax.rsqrt(1.0 + jnp.square(sigma))
+    x_t, s = alpha * x, sigma * alpha
+    t = jnp.interp(jnp.log(sigma), log_sigmas, timesteps)
+    t = jnp.full((x.shape[0],), jnp.round(t) if snap else t)
+    out = model_fn(x_t, t).astype(jnp.float32)
+    if prediction == 'eps':
+      x0 = (x_t - s * out) / alpha
+    elif prediction == 'v':
+      x0 = alpha * x_t - s * out
+    else:
+      raise ValueError(f'unknown prediction {prediction!r}; use "eps" or "v"')
+    return jnp.clip(x0, -1.0, 1.0) if clip else x0
+  return denoise
+
+
+def vp_sigmas(schedule: Schedule, spacing: str, steps: int) -> np.ndarray:
+  """The noise levels to sample a VP-trained model at (samplers/spacings.py)."""
+  from jaxgen.samplers import spacings
+
+  trained = schedule.sigmas
+  if spacing == 'trained':
+    return spacings.trained(steps, trained)
+  if spacing == 'karras':
+    return spacings.karras(steps, trained[0], trained[-1])
+  if spacing == 'log_snr':
+    return spacings.log_snr(steps, trained[0], trained[-1])
+  raise ValueError(f'sample option spacing={spacing!r}: use trained, karras or log_snr')
+
+
+VP_SPACINGS = ('trained', 'karras', 'log_snr')

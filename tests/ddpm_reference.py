@@ -1,4 +1,5 @@
-"""Ancestral DDPM and DDIM samplers: pure functions (denoise_fn, schedule, rng, shape)."""
+"""The DDPM and DDIM samplers as jaxgen had them before the sampler protocol (VP space,
+timestep by timestep), kept as the reference the protocol's ddpm/ddim must reproduce."""
 
 from __future__ import annotations
 
