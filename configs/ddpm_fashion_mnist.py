@@ -34,6 +34,9 @@ def unet(**overrides) -> ml_collections.ConfigDict:
 
 def ddpm(**overrides) -> ml_collections.ConfigDict:
   diffusion = ml_collections.ConfigDict()
+  # 'ddpm' (variance preserving, the schedule below) | 'edm' (Karras et al. 2022: the edm
+  # section); jaxgen/objectives/formulations.py.
+  diffusion.formulation = 'ddpm'
   diffusion.schedule = 'linear'  # 'linear' | 'cosine'
   diffusion.timesteps = 1000
   diffusion.beta_start = 1e-4
@@ -48,6 +51,10 @@ def ddpm(**overrides) -> ml_collections.ConfigDict:
   diffusion.spacing = 'trained'
   diffusion.sample_steps = 50
   diffusion.eta = 0.0
+  # EDM (its Table 1): data std, ln(sigma) ~ N(p_mean, p_std^2) in training, sampling levels
+  # between sigma_min and sigma_max (Karras rho).
+  diffusion.edm = ml_collections.ConfigDict(dict(
+      sigma_data=0.5, p_mean=-1.2, p_std=1.2, sigma_min=0.002, sigma_max=80.0, rho=7.0))
   diffusion.update(overrides)
   return diffusion
 

@@ -48,6 +48,7 @@ def _check(config, num_devices=8, processes=1):
     ('data.jitter_size', 20, 'config.data.jitter_size=20 must be 0 (no jitter) or at least'),
     ('data.source_key', 'edges', 'data.source_key and data.target_key go together'),
     ('data.target_name', 'cycle_gan/apple2orange', 'need data.target_split'),
+    ('diffusion.formulation', 'flow', "config.diffusion.formulation='flow' is not one of"),
 ])
 def test_validate_names_the_field(field, value, message):
   config = load_config('tiny')
@@ -108,3 +109,14 @@ def test_gan_configs_validate_and_build(name, variants):
   assert 19e6 < g < 21e6, g
   assert not any('skip' in str(path) for path, _ in
                  jax.tree_util.tree_flatten_with_path(params['d'])[0])
+
+
+def test_an_edm_model_has_no_trained_timesteps_to_sample_at():
+  config = load_config('tiny')
+  with config.unlocked():
+    config.diffusion.formulation = 'edm'
+  with pytest.raises(validate.ConfigError, match="config.diffusion.spacing='trained' is not"):
+    _check(config)
+  with config.unlocked():
+    config.diffusion.spacing = 'karras'
+  _check(config)

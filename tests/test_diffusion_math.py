@@ -2,10 +2,13 @@
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
 import ddpm_reference
+from conftest import load_config
+from jaxgen.objectives import formulations
 from jaxgen.samplers import SAMPLERS, sample_vp, spacings
 from jaxgen.samplers import schedules as sch
 from jaxgen.state import ema_decay_at, ema_update
@@ -173,9 +176,11 @@ def test_every_random_stream_of_the_diffusion_loss_is_its_own():
 
   example_keys = jax.random.split(jax.random.key(0), 4)
   batch = {'image': jnp.zeros((4, 2, 2, 1)), 'label': jnp.zeros(4, jnp.int32)}
+  dcfg = ml_collections.ConfigDict(dict(schedule='linear', timesteps=10, beta_start=1e-4,
+                                       beta_end=0.02, prediction='eps'))
   diffusion.diffusion_loss(apply_fn, None, batch, example_keys,
-                           schedule=sch.linear_schedule(10, 1e-4, 0.02), prediction='eps',
-                           num_classes=10, label_dropout=0.1)
+                           formulation=formulations.VP(dcfg), num_classes=10,
+                           label_dropout=0.1)
   data = lambda key: tuple(np.asarray(jax.random.key_data(key)).ravel())
   # The example keys, and the first three splits / folds of each (what the three per-example
   # draws take, however they derive them).
@@ -184,3 +189,36 @@ def test_every_random_stream_of_the_diffusion_loss_is_its_own():
     used |= {data(k) for k in jax.random.split(key, 3)}
     used |= {data(jax.random.fold_in(key, i)) for i in range(3)}
   assert data(seen['dropout']) not in used
+
+
+def _edm(**overrides):
+  cfg = load_config('tiny').diffusion
+  with cfg.unlocked():
+    cfg.edm.update(overrides)
+  return formulations.EDM(cfg)
+
+
+@pytest.mark.parametrize('sigma', [0.002, 0.2, 0.5, 3.0, 80.0])
+def test_edm_preconditioning_gives_unit_variance_inputs_and_targets(sigma):
+  """For data of std sigma_data: c_in y and the effective target (x0 - c_skip y) / c_out have
+  unit variance, and lambda(sigma) |D - x0|^2 is |net - target|^2 for any network output."""
+  edm = _edm(sigma_data=0.5)
+  keys = jax.random.split(jax.random.key(0), 3)
+  x0 = 0.5 * jax.random.normal(keys[0], (200_000,))
+  noise = jax.random.normal(keys[1], x0.shape)
+  net_in, label, target = edm.training_example(x0, jnp.full(x0.shape, sigma), noise)
+  assert abs(float(jnp.std(net_in)) - 1) < 0.01 and abs(float(jnp.std(target)) - 1) < 0.01
+  np.testing.assert_allclose(label, np.log(sigma) / 4, rtol=1e-6)
+  out = jax.random.normal(keys[2], x0.shape)  # any network output
+  c_skip, c_out, _, _ = edm.scalings(sigma)
+  y = x0 + sigma * noise
+  weight = (sigma**2 + 0.25) / (sigma * 0.5) ** 2  # EDM's lambda(sigma)
+  np.testing.assert_allclose(weight * jnp.square(c_skip * y + c_out * out - x0),
+                             jnp.square(out - target), rtol=2e-3, atol=1e-5)
+
+
+def test_edm_training_levels_are_log_normal():
+  edm = _edm(p_mean=-1.2, p_std=1.2)
+  sigmas = jax.vmap(edm.draw_level)(jax.random.split(jax.random.key(0), 50_000))
+  logs = np.log(np.asarray(sigmas))
+  assert abs(logs.mean() + 1.2) < 0.02 and abs(logs.std() - 1.2) < 0.02

@@ -1,4 +1,5 @@
-"""Denoising diffusion (DDPM) as an objective: loss, EMA update and sampling."""
+"""Denoising diffusion as an objective: the loss of a formulation (DDPM, EDM), EMA update
+and sampling through the sampler protocol."""
 
 from __future__ import annotations
 
@@ -11,49 +12,44 @@ import optax
 
 from jaxgen import models, objectives, optim
 from jaxgen import state as state_lib
-from jaxgen.objectives import Objective, class_labels, to_uint8
-from jaxgen.samplers import SAMPLERS, sample_vp, schedules
+from jaxgen.objectives import Objective, class_labels, formulations, to_uint8
+from jaxgen.samplers import SAMPLERS, run_sampler
 from jaxgen.samplers.schedules import SCHEDULES
 
 
-def build_schedule(cfg: ml_collections.ConfigDict) -> schedules.Schedule:
-  if cfg.schedule == 'linear':
-    return schedules.linear_schedule(cfg.timesteps, cfg.beta_start, cfg.beta_end)
-  return schedules.SCHEDULES[cfg.schedule](cfg.timesteps)
-
-
 def diffusion_loss(apply_fn, params, batch: dict[str, jax.Array], example_keys: jax.Array, *,
-                   schedule: schedules.Schedule, prediction: str, num_classes: int,
-                   label_dropout: float) -> jax.Array:
-  """Mean squared error of the eps- or v-prediction at a uniformly drawn timestep.
+                   formulation, num_classes: int, label_dropout: float) -> jax.Array:
+  """The formulation's squared error (formulations.py) at a drawn noise level.
 
-  Each example draws its timestep, noise and label drop from its own key, so a batch
+  Each example draws its noise level, noise and label drop from its own key, so a batch
   split into micro-batches (gradient accumulation) sees exactly the same draws. Dropout
   takes a fourth split of the first example's key: a stream no other draw uses.
   """
   x0 = batch['image']
 
   def draws(key):
-    t_key, noise_key, label_key, dropout_key = jax.random.split(key, 4)
-    return (jax.random.randint(t_key, (), 0, schedule.num_timesteps),
+    level_key, noise_key, label_key, dropout_key = jax.random.split(key, 4)
+    return (formulation.draw_level(level_key),
             jax.random.normal(noise_key, x0.shape[1:], x0.dtype),
             jax.random.bernoulli(label_key, label_dropout), dropout_key)
 
-  t, noise, drop, dropout_keys = jax.vmap(draws)(example_keys)
+  level, noise, drop, dropout_keys = jax.vmap(draws)(example_keys)
   labels = None
   if num_classes:
     # Drop labels to the null class so the model also learns p(x) (classifier-free guidance).
     labels = jnp.where(drop, num_classes, batch['label'])
-  x_t = schedules.q_sample(schedule, x0, t, noise)
-  target = noise if prediction == 'eps' else schedules.v_target(schedule, x0, t, noise)
-  out = apply_fn(params, x_t, t, labels, dropout_rng=dropout_keys[0])
+  net_input, noise_label, target = formulation.training_example(x0, level, noise)
+  out = apply_fn(params, net_input, noise_label, labels, dropout_rng=dropout_keys[0])
   return jnp.mean(jnp.square(out.astype(jnp.float32) - target))
 
 
 def known_values(config: ml_collections.ConfigDict) -> dict[str, tuple]:
   """Allowed values of the config fields this family reads."""
+  formulation = {'ddpm': formulations.VP, 'edm': formulations.EDM}.get(
+      config.diffusion.get('formulation', 'ddpm'), formulations.VP)
   return {'diffusion.sampler': tuple(SAMPLERS), 'diffusion.schedule': tuple(SCHEDULES),
-          'diffusion.spacing': schedules.VP_SPACINGS,
+          'diffusion.spacing': formulation.spacings,
+          'diffusion.formulation': formulations.FORMULATIONS,
           'diffusion.prediction': ('eps', 'v')}
 
 
@@ -61,7 +57,7 @@ def make_objective(config: ml_collections.ConfigDict) -> Objective:
   image_shape = objectives.image_shape(config.data)
   model = models.build(config.model, image_shape)
   dcfg = config.diffusion
-  schedule = build_schedule(dcfg)
+  formulation = formulations.build(dcfg)
   optimizer = optim.build_optimizer(config.optimizer, config.total_steps)
   num_classes = config.model.num_classes
 
@@ -71,9 +67,8 @@ def make_objective(config: ml_collections.ConfigDict) -> Objective:
             'ema_params': jax.tree_util.tree_map(jnp.copy, params),
             'opt_state': optimizer.init(params)}
 
-  loss_fn = functools.partial(diffusion_loss, model.apply, schedule=schedule,
-                              prediction=dcfg.prediction, num_classes=num_classes,
-                              label_dropout=dcfg.label_dropout)
+  loss_fn = functools.partial(diffusion_loss, model.apply, formulation=formulation,
+                              num_classes=num_classes, label_dropout=dcfg.label_dropout)
 
   def train_step(state, batch, rng):
     example_keys = jax.random.split(rng, batch['image'].shape[0])
@@ -106,9 +101,11 @@ def make_objective(config: ml_collections.ConfigDict) -> Objective:
         return uncond + scale * (cond - uncond)
       return model.apply(params, x, t, labels if num_classes else None)
 
-    images = sample_vp(model_fn, schedule, dcfg.prediction, rng, (n, *image_shape),
-                       sampler=sampler or dcfg.sampler, spacing=spacing or dcfg.spacing,
-                       steps=steps or dcfg.sample_steps, eta=dcfg.eta if eta is None else eta)
+    spacing = spacing or dcfg.spacing
+    sigmas = formulation.sigmas(spacing, steps or dcfg.sample_steps)
+    images = run_sampler(sampler or dcfg.sampler, formulation.denoiser(model_fn, spacing),
+                         sigmas, formulation.initial_std(sigmas[0]), rng, (n, *image_shape),
+                         eta=dcfg.eta if eta is None else eta)
     return to_uint8(images)
 
   return Objective(init=init, train_step=train_step, sample=sample,

@@ -16,22 +16,29 @@ def ddpm(denoise, sigmas, x, rng, **unused):
 SAMPLERS = {'ddpm': ddpm, 'ddim': solvers.euler, **solvers.SOLVERS}
 
 
+def run_sampler(sampler: str, denoise, sigmas, initial_std: float, rng, shape, *,
+                eta: float = 0.0, clip: bool = True):
+  """Images from pure noise N(0, initial_std^2) at sigmas[0] down to sigma = 0 (in [-1, 1]
+  when `clip`): the formulation gives the denoiser, the levels and the starting std."""
+  import jax
+  import jax.numpy as jnp
+
+  if sampler not in SAMPLERS:
+    raise ValueError(f'sample option sampler={sampler!r}: use one of {", ".join(SAMPLERS)}')
+  init_rng, loop_rng = jax.random.split(rng)
+  x = jax.random.normal(init_rng, shape, jnp.float32) * initial_std
+  out = SAMPLERS[sampler](denoise, sigmas, x, loop_rng, eta=eta)
+  return jnp.clip(out, -1.0, 1.0) if clip else out
+
+
 def sample_vp(model_fn, schedule, prediction: str, rng, shape, *, sampler: str, spacing: str,
               steps: int, eta: float = 0.0, clip: bool = True):
   """Images in [-1, 1] from a model trained on the VP `schedule` (model_fn(x_t, t) -> eps or
   v): its noise levels (`spacing`, `steps`), its denoiser, x_T ~ N(0, I) in its own scale."""
-  import jax
-  import jax.numpy as jnp
-
   from jaxgen.samplers import schedules
 
-  if sampler not in SAMPLERS:
-    raise ValueError(f'sample option sampler={sampler!r}: use one of {", ".join(SAMPLERS)}')
   sigmas = schedules.vp_sigmas(schedule, spacing, steps)
   denoise = schedules.vp_denoiser(schedule, prediction, model_fn, clip=clip,
                                   snap=spacing == 'trained')
-  init_rng, loop_rng = jax.random.split(rng)
-  # x_T ~ N(0, I) in the trained (variance-preserving) scale is x_T / alpha_T here.
-  x = jax.random.normal(init_rng, shape, jnp.float32) * float((1.0 + sigmas[0] ** 2) ** 0.5)
-  out = SAMPLERS[sampler](denoise, sigmas, x, loop_rng, eta=eta)
-  return jnp.clip(out, -1.0, 1.0) if clip else out
+  return run_sampler(sampler, denoise, sigmas, float((1.0 + sigmas[0] ** 2) ** 0.5), rng,
+                     shape, eta=eta, clip=clip)
