@@ -9,7 +9,7 @@ import pytest
 import ddpm_reference
 from conftest import load_config
 from jaxgen.objectives import formulations
-from jaxgen.samplers import SAMPLERS, sample_vp, spacings
+from jaxgen.samplers import SAMPLERS, run_sampler, spacings
 from jaxgen.samplers import schedules as sch
 from jaxgen.state import ema_decay_at, ema_update
 
@@ -31,18 +31,27 @@ def test_cosine_schedule_closed_form():
 
 
 @pytest.mark.parametrize('prediction', ['eps', 'v'])
-def test_predictions_invert_the_forward_process(prediction):
+def test_the_vp_denoiser_inverts_the_forward_process(prediction):
+  """Given the true eps (or v) at a trained timestep, the samplers' denoiser returns x0."""
   s = sch.cosine_schedule(100)
   keys = jax.random.split(jax.random.key(0), 2)
-  x0 = jax.random.uniform(keys[0], (4, 8, 8, 1), minval=-1, maxval=1)
+  x0 = jax.random.uniform(keys[0], (2, 8, 8, 1), minval=-1, maxval=1)
   eps = jax.random.normal(keys[1], x0.shape)
-  t = jnp.array([0, 10, 50, 99])
-  x_t = sch.q_sample(s, x0, t, eps)
-  out = eps if prediction == 'eps' else sch.v_target(s, x0, t, eps)
-  x0_hat, eps_hat = sch.to_x0_eps(s, prediction, out, x_t, t)
-  np.testing.assert_allclose(eps_hat, eps, atol=2e-4 if prediction == 'v' else 1e-6)
-  # At t=99 eps-prediction divides by sqrt(abar) ~ 0: only the well-conditioned ones.
-  np.testing.assert_allclose(x0_hat[:3], x0[:3], atol=1e-3)
+  for t in (0, 10, 50, 90):
+    ts = jnp.full((2,), t)
+    x_t = sch.q_sample(s, x0, ts, eps)
+    out = eps if prediction == 'eps' else sch.v_target(s, x0, ts, eps)
+    seen = {}
+
+    def model_fn(x, t_in, out=out, seen=seen):
+      seen['x'], seen['t'] = x, t_in
+      return out
+
+    denoise = sch.vp_denoiser(s, prediction, model_fn, clip=False, snap=True)
+    x0_hat = denoise(x_t / np.sqrt(s.alphas_cumprod[t]), jnp.float32(s.sigmas[t]))
+    np.testing.assert_array_equal(seen['t'], t)  # the trained timestep of that sigma
+    np.testing.assert_allclose(seen['x'], x_t, atol=1e-5)
+    np.testing.assert_allclose(x0_hat, x0, atol=2e-3)
 
 
 def test_q_sample_moments():
@@ -73,6 +82,19 @@ def test_karras_and_log_snr_spacings_in_closed_form():
   np.testing.assert_allclose(np.diff(root), np.diff(root)[0], rtol=1e-9)  # uniform in sigma^(1/rho)
   log = spacings.log_snr(4, 0.01, 10.0)
   np.testing.assert_allclose(np.log(log[:-1]), np.linspace(np.log(10), np.log(0.01), 4))
+
+
+def sample_vp(model_fn, schedule, prediction, rng, shape, *, sampler, spacing, steps,
+              eta=0.0):
+  """What the diffusion objective does with a VP-trained model: its formulation's levels,
+  denoiser and starting noise, through run_sampler."""
+  vp = formulations.VP(ml_collections.ConfigDict(dict(
+      schedule='linear', timesteps=schedule.num_timesteps, beta_start=1e-4, beta_end=0.02,
+      prediction=prediction)))
+  assert np.allclose(vp.schedule.alphas_cumprod, schedule.alphas_cumprod)
+  sigmas = vp.sigmas(spacing, steps)
+  return run_sampler(sampler, vp.denoiser(model_fn, spacing), sigmas,
+                     vp.initial_std(sigmas[0]), rng, shape, eta=eta)
 
 
 def _eps_model(x_t, t):

@@ -12,7 +12,7 @@ DATA = ml_collections.ConfigDict({'resize': 'pad', 'name': 'edges2fashion'})
 
 @pytest.fixture(scope='module')
 def clf(tmp_path_factory):
-  return untrained_classifier(tmp_path_factory.mktemp('clf') / 'classifier')
+  return classifier.load(untrained_classifier(tmp_path_factory.mktemp('clf') / 'classifier'))[0]
 
 
 def _images(seed, n=48):
@@ -35,8 +35,7 @@ def test_a_perfect_translation_scores_the_floor(clf):
   out = translation.fmnist_way_metrics(translation.to_uint8(targets), unpaired, DATA, clf)
   assert 'class_match' not in out
   assert out['translation_accuracy'] == out['target_class_rate'] > 0
-  params, _ = classifier.load(clf)
-  _, logits = classifier.predict(params, translation.to_uint8(targets)[:, 2:30, 2:30])
+  _, logits = classifier.predict(clf, translation.to_uint8(targets)[:, 2:30, 2:30])
   assert out['target_class'] == np.bincount(logits.argmax(1)).argmax()
 
 

@@ -93,10 +93,10 @@ def translate_all(s: build.Setup, state, images: np.ndarray, direction: str, bat
 
 
 def fmnist_way_metrics(outputs: np.ndarray, way: dict[str, Any], data_cfg,
-                       classifier_dir: str) -> dict[str, float]:
+                       params) -> dict[str, float]:
+  """`params`: the Fashion-MNIST classifier's (classifier.load)."""
   from jaxgen.eval import evaluate
 
-  params, _ = classifier.load(classifier_dir)
   images = {'outputs': outputs, 'targets': to_uint8(way['targets']),
             'train_targets': to_uint8(way['train_targets']),
             'inputs': to_uint8(way['sources'])}
@@ -132,6 +132,8 @@ def translation_metrics(s: build.Setup, state, options) -> tuple[dict[str, Any],
   directions = s.objective.translation_directions
   result: dict[str, Any] = {}
   pictures = []
+  params = (classifier.load(options.classifier_dir)[0]
+            if options.classifier_dir and pipeline.is_fashion_mnist(data_cfg) else None)
   for name, way in ways(data_cfg, directions, options.test_images).items():
     outputs = translate_all(s, state, way['sources'], name, options.batch_size, options.seed)
     out: dict[str, Any] = {'images': len(outputs)}
@@ -139,8 +141,8 @@ def translation_metrics(s: build.Setup, state, options) -> tuple[dict[str, Any],
       back = translate_all(s, state, to_float(outputs), OPPOSITE[name], options.batch_size,
                            options.seed)
       out['cycle_l1'] = float(np.mean(np.abs(to_float(back) - way['sources'])))
-    if options.classifier_dir and pipeline.is_fashion_mnist(data_cfg):
-      out.update(fmnist_way_metrics(outputs, way, data_cfg, options.classifier_dir))
+    if params is not None:
+      out.update(fmnist_way_metrics(outputs, way, data_cfg, params))
     if options.inception_weights:
       real, _ = evaluate.inception_features(to_uint8(way['targets']), options.inception_weights)
       fake, _ = evaluate.inception_features(outputs, options.inception_weights)

@@ -45,11 +45,10 @@ def diffusion_loss(apply_fn, params, batch: dict[str, jax.Array], example_keys: 
 
 def known_values(config: ml_collections.ConfigDict) -> dict[str, tuple]:
   """Allowed values of the config fields this family reads."""
-  formulation = {'ddpm': formulations.VP, 'edm': formulations.EDM}.get(
-      config.diffusion.get('formulation', 'ddpm'), formulations.VP)
+  formulation = formulations.CLASSES.get(config.diffusion.formulation, formulations.VP)
   return {'diffusion.sampler': tuple(SAMPLERS), 'diffusion.schedule': tuple(SCHEDULES),
           'diffusion.spacing': formulation.spacings,
-          'diffusion.formulation': formulations.FORMULATIONS,
+          'diffusion.formulation': tuple(formulations.CLASSES),
           'diffusion.prediction': ('eps', 'v')}
 
 
@@ -58,6 +57,7 @@ def make_objective(config: ml_collections.ConfigDict) -> Objective:
   model = models.build(config.model, image_shape)
   dcfg = config.diffusion
   formulation = formulations.build(dcfg)
+  default_spacing = dcfg.spacing  # read here: a config without it fails at setup, clearly
   optimizer = optim.build_optimizer(config.optimizer, config.total_steps)
   num_classes = config.model.num_classes
 
@@ -101,7 +101,7 @@ def make_objective(config: ml_collections.ConfigDict) -> Objective:
         return uncond + scale * (cond - uncond)
       return model.apply(params, x, t, labels if num_classes else None)
 
-    spacing = spacing or dcfg.spacing
+    spacing = spacing or default_spacing
     sigmas = formulation.sigmas(spacing, steps or dcfg.sample_steps)
     images = run_sampler(sampler or dcfg.sampler, formulation.denoiser(model_fn, spacing),
                          sigmas, formulation.initial_std(sigmas[0]), rng, (n, *image_shape),

@@ -24,8 +24,6 @@ import numpy as np
 
 from jaxgen.samplers import schedules, spacings
 
-FORMULATIONS = ('ddpm', 'edm')
-
 
 class VP:
   """DDPM's formulation (see the module docstring)."""
@@ -105,6 +103,9 @@ class EDM:
     return float(sigma_max)
 
 
+CLASSES = {'ddpm': VP, 'edm': EDM}
+
+
 def build(dcfg: ml_collections.ConfigDict):
-  return {'ddpm': VP, 'edm': EDM}[dcfg.get('formulation', 'ddpm')](dcfg)
+  return CLASSES[dcfg.formulation](dcfg)
 

@@ -30,15 +30,3 @@ def run_sampler(sampler: str, denoise, sigmas, initial_std: float, rng, shape, *
   out = SAMPLERS[sampler](denoise, sigmas, x, loop_rng, eta=eta)
   return jnp.clip(out, -1.0, 1.0) if clip else out
 
-
-def sample_vp(model_fn, schedule, prediction: str, rng, shape, *, sampler: str, spacing: str,
-              steps: int, eta: float = 0.0, clip: bool = True):
-  """Images in [-1, 1] from a model trained on the VP `schedule` (model_fn(x_t, t) -> eps or
-  v): its noise levels (`spacing`, `steps`), its denoiser, x_T ~ N(0, I) in its own scale."""
-  from jaxgen.samplers import schedules
-
-  sigmas = schedules.vp_sigmas(schedule, spacing, steps)
-  denoise = schedules.vp_denoiser(schedule, prediction, model_fn, clip=clip,
-                                  snap=spacing == 'trained')
-  return run_sampler(sampler, denoise, sigmas, float((1.0 + sigmas[0] ** 2) ** 0.5), rng,
-                     shape, eta=eta, clip=clip)

@@ -70,22 +70,6 @@ def v_target(schedule: Schedule, x0: jax.Array, t: jax.Array, noise: jax.Array) 
   return jnp.sqrt(abar) * noise - jnp.sqrt(1.0 - abar) * x0
 
 
-def to_x0_eps(schedule: Schedule, prediction: str, model_out: jax.Array, x_t: jax.Array,
-              t: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """Both the clean image and the noise implied by a model output."""
-  abar = _gather(schedule.alphas_cumprod, t, x_t.ndim)
-  a, s = jnp.sqrt(abar), jnp.sqrt(1.0 - abar)
-  if prediction == 'eps':
-    eps = model_out
-    x0 = (x_t - s * eps) / a
-  elif prediction == 'v':
-    x0 = a * x_t - s * model_out
-    eps = s * x_t + a * model_out
-  else:
-    raise ValueError(f'unknown prediction {prediction!r}; use "eps" or "v"')
-  return x0, eps
-
-
 def vp_denoiser(schedule: Schedule, prediction: str, model_fn, *, clip: bool = True,
                 snap: bool = False):
   """denoise(x, sigma) -> x0_hat for the samplers (variance-exploding x = x0 + sigma eps) from

@@ -2,13 +2,10 @@
 
   karras     EDM's: uniform in sigma^(1/rho) between sigma_max and sigma_min (rho 7).
   log_snr    uniform in log sigma (the log signal-to-noise ratio is -2 log sigma).
-  time       uniform in a formulation's time t, through its sigma(t): for a discretely
-             trained DDPM schedule, evenly spaced trained timesteps (DDIM's respacing).
+  trained    evenly spaced timesteps of a discretely trained DDPM schedule (DDIM's respacing).
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
 
 import numpy as np
 
@@ -37,14 +34,6 @@ def log_snr(steps: int, sigma_min: float, sigma_max: float) -> np.ndarray:
   return _with_zero(np.exp(np.linspace(np.log(sigma_max), np.log(sigma_min), steps)))
 
 
-def time_uniform(steps: int, sigma_of_t: Callable[[np.ndarray], np.ndarray], t_max: float,
-                 t_min: float) -> np.ndarray:
-  """`steps` times from t_max down to t_min, evenly spaced, as sigmas."""
-  if steps < 1:
-    raise ValueError(f'sampler steps must be >= 1, got {steps}')
-  return _with_zero(sigma_of_t(np.linspace(t_max, t_min, steps)))
-
-
 def trained(steps: int, trained_sigmas: np.ndarray) -> np.ndarray:
   """Evenly spaced timesteps of a discrete schedule (sigma of timestep t at index t), from
   the last down to 0: the respacing DDPM and DDIM sample on (all of them at steps = T)."""
@@ -54,5 +43,3 @@ def trained(steps: int, trained_sigmas: np.ndarray) -> np.ndarray:
   ts = np.unique(np.round(np.linspace(0, count - 1, steps)).astype(np.int64))[::-1]
   return _with_zero(np.asarray(trained_sigmas, np.float64)[ts])
 
-
-SPACINGS = ('trained', 'karras', 'log_snr', 'time')
