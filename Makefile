@@ -80,7 +80,8 @@ gan-demo: $(STAMP) data
 # the translations against the targets and class match; CycleGAN sneaker2boot both ways,
 # FD-FMNIST against the other domain, translation accuracy and cycle L1 (the classifier is
 # trained once, as for eval-demo). CycleGAN's small networks step ~10% faster on one CPU device
-# than split over two (benchmarks/train_step.py, batch 16: 204-218 against 237-238 ms).
+# than split over two (benchmarks/train_step.py, batch 16, alternating runs on a 2-core AMD EPYC:
+# 204-218 against 237-238 ms).
 pix2pix-demo: $(STAMP) data
 	$(BIN)/jaxgen-train --config=configs/pix2pix_edges2fashion.py:demo --workdir=runs/pix2pix_demo
 	test -f $(CLASSIFIER)/train_stats.npz || \
