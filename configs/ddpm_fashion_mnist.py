@@ -35,7 +35,8 @@ def unet(**overrides) -> ml_collections.ConfigDict:
 def ddpm(**overrides) -> ml_collections.ConfigDict:
   diffusion = ml_collections.ConfigDict()
   # 'ddpm' (variance preserving, the schedule below) | 'edm' (Karras et al. 2022: the edm
-  # section); jaxgen/objectives/formulations.py.
+  # section) | 'flow' (rectified flow as in SD3: the flow section);
+  # jaxgen/objectives/formulations.py.
   diffusion.formulation = 'ddpm'
   diffusion.schedule = 'linear'  # 'linear' | 'cosine'
   diffusion.timesteps = 1000
@@ -45,8 +46,8 @@ def ddpm(**overrides) -> ml_collections.ConfigDict:
   diffusion.label_dropout = 0.1
   diffusion.guidance_scale = 1.0
   # For sample grids and jaxgen-sample: 'ddim' (= 'euler') | 'ddpm' | 'heun' | 'dpmpp_2m' |
-  # 'dpmpp_3m', at noise levels 'trained' (evenly spaced trained timesteps) | 'karras' |
-  # 'log_snr' (jaxgen/samplers/).
+  # 'dpmpp_3m', at noise levels 'trained' (evenly spaced trained timesteps; ddpm only) |
+  # 'karras' | 'log_snr' | 'time_uniform' (flow only) (jaxgen/samplers/).
   diffusion.sampler = 'ddim'
   diffusion.spacing = 'trained'
   diffusion.sample_steps = 50
@@ -55,6 +56,9 @@ def ddpm(**overrides) -> ml_collections.ConfigDict:
   # between sigma_min and sigma_max (Karras rho).
   diffusion.edm = ml_collections.ConfigDict(dict(
       sigma_data=0.5, p_mean=-1.2, p_std=1.2, sigma_min=0.002, sigma_max=80.0, rho=7.0))
+  # Rectified flow (SD3): t = sigmoid(n), n ~ N(logit_mean, logit_std^2) in training; the
+  # timestep shift at sampling (SD3 uses 3.0 at 1024 px; 1.0 is no shift).
+  diffusion.flow = ml_collections.ConfigDict(dict(logit_mean=0.0, logit_std=1.0, shift=1.0))
   diffusion.update(overrides)
   return diffusion
 

@@ -76,15 +76,18 @@ def sample(workdir: str, *, step: int | None = None, num_images: int = 64,
   (a path without extension; '' for the default `<workdir>/samples/sample_<step>...`) the
   grid and the images are also written as `<output>.png` and `<output>.npz`.
   """
-  images, step, config = inference.sample_from_workdir(
-      workdir, step=step, num_images=num_images, seed=seed, batch_size=batch_size,
-      options=options)
+  s, state, step, config = inference.restore_for_sampling(workdir, step)
+  inference.check_generates(s)
+  images = inference.generate(s, state, num_images, batch_size, seed,
+                              **inference.sample_options(s.objective, options))
   if output is None:
     return SampleResult(images, step, config, None)
   name = f'sample_{step:07d}' + ''.join(f'_{k}-{v}' for k, v in sorted((options or {}).items()))
   output = os.fspath(paths.workdir_path(output or f'{workdir}/samples/{name}'))
   paths.workdir_path(output).parent.mkdir(parents=True, exist_ok=True)
-  metrics.save_png(f'{output}.png', metrics.image_grid(images))
+  labels_given = 'labels' in (options or {})
+  metrics.save_png(f'{output}.png',
+                   metrics.sample_grid(images, 0 if labels_given else s.objective.sample_classes))
   with paths.workdir_path(f'{output}.npz').open('wb') as f:
     np.savez_compressed(f, images=images)
   return SampleResult(images, step, config, output)

@@ -36,6 +36,7 @@ class Grids:
     self.rng = rng
     self.sample = (build.jit_sample(s, config.num_sample_images) if s.objective.sample
                    else None)
+    self.sample_classes = s.objective.sample_classes
     self.reconstruct, self.originals = None, None
     if s.objective.encode is not None:
       images = pipeline.load_images(config.data, config.data.eval_split, config.num_sample_images)
@@ -56,7 +57,8 @@ class Grids:
     """{file name suffix: (TensorBoard tag, grid)} for `state`."""
     grids = {}
     if self.sample:
-      grids[''] = ('samples', metrics.image_grid(self.sample(state, self.rng)))
+      grids[''] = ('samples', metrics.sample_grid(self.sample(state, self.rng),
+                                                  self.sample_classes))
     if self.reconstruct:
       grids['reconstructions_'] = ('reconstructions',
                                    paired_grid(self.originals, self.reconstruct(state)))

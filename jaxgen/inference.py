@@ -6,6 +6,7 @@ Readers open the checkpoints read-only: they may run beside a trainer that is st
 from __future__ import annotations
 
 import difflib
+import math
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -97,26 +98,13 @@ def check_generates(s: build.Setup) -> None:
                      'use --interpolate for its latent walks, or jaxgen-eval for its metrics')
 
 
-def sample_from_workdir(workdir: str, *, step: int | None = None, num_images: int = 64,
-                        seed: int = 0, batch_size: int = 500,
-                        options: Mapping[str, Any] | None = None
-                        ) -> tuple[np.ndarray, int, Any]:
-  """uint8 samples [num_images, H, W, C] from the checkpoint at `step` (latest if None), in
-  batches of `batch_size` over the devices; returns (images, step, config). `options` are
-  the family's sampling options, e.g. {'sampler': 'ddim', 'steps': 50}."""
-  s, state, step, config = restore_for_sampling(workdir, step)
-  check_generates(s)
-  images = generate(s, state, num_images, batch_size, seed,
-                    **sample_options(s.objective, options))
-  return images, step, config
-
-
 def generate(s: build.Setup, state, num_samples: int, batch_size: int, seed: int,
              **options) -> np.ndarray:
   """`num_samples` uint8 images, `batch_size` at a time over the mesh, with a progress line.
-  Batch i draws from `fold_in(key(seed), i)`."""
+  Batch i draws from `fold_in(key(seed), i)`. Batches are rounded up to shard evenly over
+  the devices and, for a class-conditional model, to whole cycles of its default labels."""
   batch_size = min(batch_size, num_samples)
-  batch_size += (-batch_size) % jax.device_count()  # shard evenly over the devices
+  batch_size += (-batch_size) % math.lcm(jax.device_count(), s.objective.sample_classes or 1)
   sample = build.jit_sample(s, batch_size, **options)
   key, chunks, done, start = jax.random.key(seed), [], 0, time.perf_counter()
   while done < num_samples:

@@ -99,6 +99,18 @@ def image_grid(images: np.ndarray, columns: int | None = None) -> np.ndarray:
   return grid
 
 
+def sample_grid(images: np.ndarray, num_classes: int = 0) -> np.ndarray:
+  """A grid of samples drawn with the default labels (the classes in turn): one row per
+  class for a class-conditional model whose classes divide the count, else image_grid's
+  square."""
+  images = np.asarray(images)
+  n = len(images)
+  if not num_classes or n % num_classes:
+    return image_grid(images)
+  by_class = images.reshape(n // num_classes, num_classes, *images.shape[1:]).swapaxes(0, 1)
+  return image_grid(by_class.reshape(images.shape), columns=n // num_classes)
+
+
 def save_png(path: str | os.PathLike, image: np.ndarray) -> None:
   """Writes a PNG to a local path or an object-store URI."""
   image = np.asarray(image)

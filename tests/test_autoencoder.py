@@ -86,10 +86,10 @@ def test_autoencoder_trains_resumes_exactly_and_reports_psnr(tmp_path):
   assert (tmp_path / 'a' / 'samples' / 'reconstructions_step_0000006.png').exists()
   assert not (tmp_path / 'a' / 'samples' / 'step_0000006.png').exists()  # no samples: an AE
 
-  from jaxgen import inference
+  from jaxgen import api, inference
   from jaxgen.eval import evaluate
   s, state, step, _ = inference.restore_for_sampling(str(tmp_path / 'a'))
   result = evaluate.test_split_metrics(s, state, evaluate.Options(batch_size=8))
   assert result['test_images'] == 16 and 0 < result['test/psnr'] < 60
   with pytest.raises(ValueError, match='does not generate images from noise; use --interpolate'):
-    inference.sample_from_workdir(str(tmp_path / 'a'), step=None, num_images=8, seed=0)
+    api.sample(str(tmp_path / 'a'), step=None, num_images=8, seed=0)

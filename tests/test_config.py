@@ -48,7 +48,7 @@ def _check(config, num_devices=8, processes=1):
     ('data.jitter_size', 20, 'config.data.jitter_size=20 must be 0 (no jitter) or at least'),
     ('data.source_key', 'edges', 'data.source_key and data.target_key go together'),
     ('data.target_name', 'cycle_gan/apple2orange', 'need data.target_split'),
-    ('diffusion.formulation', 'flow', "config.diffusion.formulation='flow' is not one of"),
+    ('diffusion.formulation', 'sde', "config.diffusion.formulation='sde' is not one of"),
 ])
 def test_validate_names_the_field(field, value, message):
   config = load_config('tiny')
@@ -73,9 +73,11 @@ def test_batch_must_divide_over_processes():
     _check(config, num_devices=2, processes=3)
 
 
+@pytest.mark.parametrize('name', ['ddpm_fashion_mnist', 'edm_fashion_mnist',
+                                  'flow_fashion_mnist', 'dit_fashion_mnist'])
 @pytest.mark.parametrize('variant', ['tiny', 'demo', None])
-def test_shipped_variants_validate(variant):
-  config = load_config(variant)
+def test_shipped_variants_validate(name, variant):
+  config = load_config(variant, name)
   _check(config, num_devices=8)
   assert config.is_locked
 
@@ -111,12 +113,13 @@ def test_gan_configs_validate_and_build(name, variants):
                  jax.tree_util.tree_flatten_with_path(params['d'])[0])
 
 
-def test_an_edm_model_has_no_trained_timesteps_to_sample_at():
+@pytest.mark.parametrize('formulation,spacing', [('edm', 'karras'), ('flow', 'time_uniform')])
+def test_edm_and_flow_models_have_no_trained_timesteps_to_sample_at(formulation, spacing):
   config = load_config('tiny')
   with config.unlocked():
-    config.diffusion.formulation = 'edm'
+    config.diffusion.formulation = formulation
   with pytest.raises(validate.ConfigError, match="config.diffusion.spacing='trained' is not"):
     _check(config)
   with config.unlocked():
-    config.diffusion.spacing = 'karras'
+    config.diffusion.spacing = spacing
   _check(config)

@@ -244,3 +244,136 @@ def test_edm_training_levels_are_log_normal():
   sigmas = jax.vmap(edm.draw_level)(jax.random.split(jax.random.key(0), 50_000))
   logs = np.log(np.asarray(sigmas))
   assert abs(logs.mean() + 1.2) < 0.02 and abs(logs.std() - 1.2) < 0.02
+
+
+def _flow(**overrides):
+  cfg = load_config('tiny').diffusion
+  with cfg.unlocked():
+    cfg.formulation = 'flow'
+    cfg.flow.update(overrides)
+  return formulations.Flow(cfg)
+
+
+def test_flow_interpolates_straight_and_targets_the_velocity():
+  """x_t = (1 - t) x0 + t eps, label 1000 t, target eps - x0; the denoiser of the true
+  velocity returns x0 from the samplers' x = x_t / (1 - t) at sigma = t / (1 - t)."""
+  flow = _flow()
+  keys = jax.random.split(jax.random.key(0), 2)
+  x0 = jax.random.uniform(keys[0], (3, 4, 4, 1), minval=-1, maxval=1)
+  eps = jax.random.normal(keys[1], x0.shape)
+  t = jnp.array([0.01, 0.5, 0.97])
+  x_t, label, target = flow.training_example(x0, t, eps)
+  tb = t[:, None, None, None]
+  np.testing.assert_allclose(x_t, (1 - tb) * x0 + tb * eps, rtol=1e-6)
+  np.testing.assert_allclose(label, 1000 * t, rtol=1e-6)
+  np.testing.assert_allclose(target, eps - x0, rtol=1e-6)
+  for i in range(3):
+    seen = {}
+
+    def velocity(x, label, i=i, seen=seen):
+      seen['x'], seen['label'] = x, label
+      return target[i:i + 1]
+
+    sigma = jnp.float32(t[i] / (1 - t[i]))
+    x0_hat = flow.denoiser(velocity, 'time_uniform')(x_t[i:i + 1] / (1 - t[i]), sigma)
+    np.testing.assert_allclose(seen['x'], x_t[i:i + 1], atol=1e-5)
+    np.testing.assert_allclose(seen['label'], [1000 * t[i]], rtol=1e-5)
+    np.testing.assert_allclose(x0_hat, x0[i:i + 1], atol=1e-5)
+
+
+def test_flow_training_times_are_logit_normal():
+  flow = _flow(logit_mean=0.5, logit_std=0.8)
+  t = np.asarray(jax.vmap(flow.draw_level)(jax.random.split(jax.random.key(0), 50_000)))
+  logit = np.log(t / (1 - t))
+  assert abs(logit.mean() - 0.5) < 0.02 and abs(logit.std() - 0.8) < 0.02
+
+
+def test_flow_time_uniform_levels_and_shift_in_closed_form():
+  flow = _flow(shift=3.0)
+  sigmas = flow.sigmas('time_uniform', 4)
+  t = flow.T_MAX * np.array([1, 0.75, 0.5, 0.25])
+  shifted = 3 * t / (1 + 2 * t)  # SD3's shift of t
+  np.testing.assert_allclose(sigmas, [*(shifted / (1 - shifted)), 0.0], rtol=1e-9)
+  with pytest.raises(ValueError, match="spacing='trained': a flow model samples at"):
+    flow.sigmas('trained', 4)
+
+
+def test_the_euler_sampler_is_the_flows_euler_step_in_t():
+  """Through the flow's denoiser, the protocol's Euler step (in sigma) is exactly
+  x_t' = x_t + (t' - t) v(x_t, t) on the shifted time-uniform grid."""
+  flow = _flow(shift=2.0)
+
+  def velocity(x_t, label):  # some smooth, non-trivial velocity field
+    return 0.5 * jnp.tanh(x_t) + 0.2 + 1e-4 * label[:, None, None, None]
+
+  steps, shape = 6, (2, 3, 3, 1)
+  sigmas = flow.sigmas('time_uniform', steps)
+  ts = sigmas / (1 + sigmas)
+  init_key, _ = jax.random.split(jax.random.key(1))
+  noise = jax.random.normal(init_key, shape)
+  out = run_sampler('euler', flow.denoiser(velocity, 'time_uniform'), sigmas,
+                    flow.initial_std(sigmas[0]), jax.random.key(1), shape, clip=False)
+  x_t = ts[0] * noise  # the sampler's start, x = sigma_max eps, in the flow's variable
+  for t, t_next in zip(ts[:-1], ts[1:]):
+    x_t = x_t + (t_next - t) * velocity(x_t, jnp.full((2,), 1000 * t))
+  np.testing.assert_allclose(out, np.clip(x_t, -1, 1), atol=2e-4)
+
+
+@pytest.mark.parametrize('sampler', ['euler', 'heun', 'dpmpp_2m'])
+def test_a_flow_model_samples_the_gaussian(sampler):
+  """The exact velocity of data N(mu, std^2), sampled from the flow's levels and starting
+  noise: the right mean and std (the data inside the denoiser's [-1, 1] clip)."""
+  flow, mu, std = _flow(), 0.1, 0.3
+
+  def velocity(x_t, label):  # v = (x_t - E[x0 | x_t]) / t
+    t = (label / 1000)[:, None]
+    x, sigma = x_t / (1 - t), t / (1 - t)
+    return (x_t - (mu + std**2 / (std**2 + sigma**2) * (x - mu))) / t
+
+  sigmas = flow.sigmas('time_uniform', 64)
+  out = np.asarray(run_sampler(sampler, flow.denoiser(velocity, 'time_uniform'), sigmas,
+                               flow.initial_std(sigmas[0]), jax.random.key(0), (20_000, 1),
+                               clip=False))
+  assert abs(out.mean() - mu) < 0.01 and abs(out.std() - std) < 0.01, (out.mean(), out.std())
+
+
+def test_classifier_free_guidance_at_scale_1_is_the_conditional_model():
+  """guided(): scale 1 the conditional model, 0 the unconditional (null class) one, and any
+  scale u + s (c - u), with the conditional and null halves of one batch kept apart."""
+  from jaxgen import models
+  from jaxgen.objectives.diffusion import guided
+
+  config = load_config('tiny', 'dit_fashion_mnist')
+  model = models.build(config.model, (28, 28, 1))
+  params = model.init(jax.random.key(0))
+  # Away from adaLN-Zero's initial zeros, so that the class changes the output.
+  leaves, treedef = jax.tree_util.tree_flatten(params)
+  keys = jax.random.split(jax.random.key(1), len(leaves))
+  params = jax.tree_util.tree_unflatten(treedef, [
+      leaf + 0.1 * jax.random.normal(key, leaf.shape) for leaf, key in zip(leaves, keys)])
+  apply = lambda x, t, labels: model.apply(params, x, t, labels)
+  x = jax.random.normal(jax.random.key(2), (4, 28, 28, 1))
+  t, labels = jnp.array([10.0, 200.0, 500.0, 900.0]), jnp.array([0, 3, 7, 9])
+  cond, uncond = apply(x, t, labels), apply(x, t, jnp.full((4,), 10))
+  assert float(jnp.abs(cond - uncond).max()) > 1e-3
+  np.testing.assert_array_equal(guided(apply, labels, 10, 1.0)(x, t), cond)
+  np.testing.assert_allclose(guided(apply, labels, 10, 0.0)(x, t), uncond, atol=1e-5)
+  np.testing.assert_allclose(guided(apply, labels, 10, 3.0)(x, t), uncond + 3 * (cond - uncond),
+                             atol=1e-4)
+  seen = []
+  guided(lambda x, t, labels: seen.append(labels), None, 0, 3.0)(x, t)
+  assert seen == [None]  # an unconditional model gets no labels, and no guidance
+
+
+def test_a_class_conditional_grid_has_one_class_per_row():
+  from jaxgen import metrics
+  from jaxgen.objectives import class_labels
+
+  labels = np.asarray(class_labels(None, 30, 10))  # the default labels
+  images = np.broadcast_to(labels[:, None, None, None], (30, 2, 2, 1)).astype(np.uint8)
+  grid = metrics.sample_grid(images, 10)
+  assert grid.shape == (10 * 4 + 2, 3 * 4 + 2, 1)
+  for row in range(10):
+    for col in range(3):
+      np.testing.assert_array_equal(grid[2 + 4 * row:4 + 4 * row, 2 + 4 * col:4 + 4 * col], row)
+  assert metrics.sample_grid(images[:25], 10).shape == metrics.image_grid(images[:25]).shape

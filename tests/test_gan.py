@@ -232,13 +232,13 @@ def test_gan_trains_logs_regularisers_when_computed_resumes_exactly_and_samples(
       assert np.isfinite(line[key]), key
   assert (tmp_path / 'b' / 'samples' / 'step_0000006.png').exists()
 
-  from jaxgen import inference
-  images, step, _ = inference.sample_from_workdir(
-      str(tmp_path / 'b'), num_images=8, seed=0, options={'truncation_psi': '0'})
+  from jaxgen import api
+  result = api.sample(str(tmp_path / 'b'), num_images=8, seed=0, options={'truncation_psi': '0'})
+  images, step = result.images, result.step
   assert step == 6 and images.shape == (8, 28, 28, 1) and images.dtype == np.uint8
   # psi = 0 maps every latent to w_avg: a DCGAN (no noise inputs) draws one image 8 times.
   assert all(np.array_equal(images[0], image) for image in images[1:])
-  varied, _, _ = inference.sample_from_workdir(str(tmp_path / 'b'), num_images=8, seed=0)
+  varied = api.sample(str(tmp_path / 'b'), num_images=8, seed=0).images
   assert not all(np.array_equal(varied[0], image) for image in varied[1:])
 
   # A truncation sweep: one column per psi, the same latents in each row.

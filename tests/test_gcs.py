@@ -14,7 +14,7 @@ import tensorflow_datasets as tfds
 from etils import epath
 
 from conftest import assert_trees_equal, free_port, tiny_config_with
-from jaxgen import inference, train, workdir_lock
+from jaxgen import api, train, workdir_lock
 
 
 def _faithful_downloads(monkeypatch):
@@ -88,7 +88,8 @@ def test_gs_workdir_trains_resumes_and_logs(bucket, tmp_path):
   assert list((root / 'tensorboard').glob('events.out.tfevents.*'))
   assert (root / 'samples' / 'step_0000006.png').read_bytes()[:4] == b'\x89PNG'
 
-  images, step, _ = inference.sample_from_workdir(workdir, step=None, num_images=4, seed=0)
+  result = api.sample(workdir, step=None, num_images=4, seed=0)
+  images, step = result.images, result.step
   assert step == 6 and images.shape == (4, 28, 28, 1) and images.dtype == np.uint8
 
 

@@ -175,7 +175,7 @@ def test_a_run_trained_with_gradient_accumulation_samples_and_evaluates(tmp_path
   micro-batches over 8 devices train fine, but a sampler has no such batch to split."""
   import tensorflow_datasets as tfds
 
-  from jaxgen import inference
+  from jaxgen import api, inference
   from jaxgen.eval import evaluate
 
   config = load_config('tiny')
@@ -187,8 +187,7 @@ def test_a_run_trained_with_gradient_accumulation_samples_and_evaluates(tmp_path
     train.run(config, workdir, stop_at_step=1)
   s, state, step, saved = inference.restore_for_sampling(workdir)
   assert step == 1 and saved.grad_accum_steps == 4
-  images, _, _ = inference.sample_from_workdir(workdir, num_images=3,
-                                               options={'steps': 2})
+  images = api.sample(workdir, num_images=3, options={'steps': 2}).images
   assert images.shape == (3, 28, 28, 1)
   done = evaluate.evaluate_workdir(workdir, evaluate.Options(
       num_samples=8, batch_size=8, classifier_dir='', sample_options={'steps': 2}))

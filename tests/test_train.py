@@ -212,11 +212,11 @@ def test_linear_decay_schedule_is_constant_then_a_straight_line():
                              [2e-4, 2e-4, 2e-4, 1e-4, 0.0], atol=1e-10)
 
 
-def test_a_tiny_edm_run_resumes_exactly_and_samples_with_heun(tmp_path):
-  """The EDM formulation through the one loop: log-normal noise levels drawn per example,
-  preconditioned network, Heun on Karras levels for the grid."""
-  tiny_run_resumes_exactly('ddpm_fashion_mnist', tmp_path, **{
-      'diffusion.formulation': 'edm', 'diffusion.sampler': 'heun',
-      'diffusion.spacing': 'karras'})
+@pytest.mark.parametrize('config_name', ['edm_fashion_mnist', 'dit_fashion_mnist'])
+def test_tiny_edm_unet_and_flow_dit_runs_resume_exactly_and_sample(tmp_path, config_name):
+  """EDM (a UNet, Heun at Karras levels) and a rectified flow (a class-conditional DiT, Heun
+  at time-uniform levels) through the one loop: noise levels (times) drawn per example, each
+  formulation's network input and target, its levels for the grid."""
+  tiny_run_resumes_exactly(config_name, tmp_path)
   grid = np.asarray(Image.open(tmp_path / 'b' / 'samples' / 'step_0000006.png'))
   assert grid.std() > 0  # samples, not a blank image

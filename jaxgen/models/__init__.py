@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from jaxgen.models import cyclegan, dcgan, pix2pix, stylegan2
+from jaxgen.models import cyclegan, dcgan, dit, pix2pix, stylegan2
 from jaxgen.models.functional import FunctionalModel
 from jaxgen.models.patchgan import PatchDiscriminator
 from jaxgen.models.unet import UNet
@@ -26,6 +26,22 @@ def _unet(cfg: ml_collections.ConfigDict, input_shape: Shape):
                 attn_resolutions=tuple(cfg.attn_resolutions), dropout=cfg.dropout,
                 num_classes=cfg.num_classes, remat=cfg.remat,
                 dtype=jnp.dtype(cfg.compute_dtype), rngs=rngs)
+  return factory
+
+
+def _dit(cfg: ml_collections.ConfigDict, input_shape: Shape):
+  """`model.size` 'S' | 'B' | 'L' | 'XL' (the published widths and depths), or 'custom' with
+  `model.hidden`, `.depth`, `.heads`; `model.patch` 2, 4 or 8."""
+  if cfg.size == 'custom':
+    hidden, depth, heads = cfg.hidden, cfg.depth, cfg.heads
+  else:
+    hidden, depth, heads = dit.SIZES[cfg.size]
+
+  def factory(rngs: nnx.Rngs) -> dit.DiT:
+    return dit.DiT(image_size=input_shape[0], in_channels=input_shape[2], patch=cfg.patch,
+                   hidden=hidden, depth=depth, heads=heads, mlp_ratio=cfg.mlp_ratio,
+                   num_classes=cfg.num_classes, remat=cfg.remat,
+                   dtype=jnp.dtype(cfg.compute_dtype), rngs=rngs)
   return factory
 
 
@@ -100,7 +116,7 @@ def _cyclegan_resnet(cfg: ml_collections.ConfigDict, input_shape: Shape):
   return factory
 
 
-MODELS = {'unet': _unet, 'vae': _vae, 'patchgan': _patchgan, 'dcgan': _dcgan,
+MODELS = {'unet': _unet, 'dit': _dit, 'vae': _vae, 'patchgan': _patchgan, 'dcgan': _dcgan,
           'stylegan2': _stylegan2, 'pix2pix_unet': _pix2pix_unet,
           'cyclegan_resnet': _cyclegan_resnet}
 

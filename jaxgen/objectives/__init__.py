@@ -49,6 +49,9 @@ class Objective:
     `--sample.NAME=VALUE`, checked and converted against this.
   best_metric: (jaxgen-eval result key, lower_is_better) that marks a run's best checkpoint
     when there is no FID; None leaves it to the generated-image metrics.
+  sample_classes: a class-conditional model's number of classes (0: unconditional). Its
+    default labels cycle through the classes (class_labels): grids put one class per row,
+    and batches of samples hold whole cycles.
   """
 
   init: Callable[[jax.Array], State]
@@ -66,6 +69,7 @@ class Objective:
   style_ranges: Mapping[str, tuple[int, int]] = dataclasses.field(default_factory=dict)
   translate: Callable[..., jax.Array] | None = None
   translation_directions: tuple[str, ...] = ('a2b',)
+  sample_classes: int = 0
 
 
 class Partial(NamedTuple):

@@ -43,6 +43,25 @@ def diffusion_loss(apply_fn, params, batch: dict[str, jax.Array], example_keys: 
   return jnp.mean(jnp.square(out.astype(jnp.float32) - target))
 
 
+def guided(apply_fn, labels: jax.Array | None, num_classes: int, scale: float):
+  """net(x, noise_label) for the samplers: apply_fn(x, noise_label, labels) of a
+  class-conditional model with classifier-free guidance (Ho & Salimans 2022),
+  u + scale (c - u) for c at `labels` and u at the null class `num_classes`, both in one
+  batch; scale 1 is the conditional model alone, scale 0 the unconditional one."""
+  if not num_classes:
+    return lambda x, t: apply_fn(x, t, None)
+  if scale == 1.0:
+    return lambda x, t: apply_fn(x, t, labels)
+
+  def model_fn(x, t):
+    null = jnp.full_like(labels, num_classes)
+    both = apply_fn(jnp.concatenate([x, x]), jnp.concatenate([t, t]),
+                    jnp.concatenate([labels, null]))
+    cond, uncond = jnp.split(both, 2)
+    return uncond + scale * (cond - uncond)
+  return model_fn
+
+
 def known_values(config: ml_collections.ConfigDict) -> dict[str, tuple]:
   """Allowed values of the config fields this family reads."""
   formulation = formulations.CLASSES.get(config.diffusion.formulation, formulations.VP)
@@ -87,20 +106,11 @@ def make_objective(config: ml_collections.ConfigDict) -> Objective:
   def sample(params, rng, n, *, sampler=None, steps=None, eta=None, labels=None,
              guidance_scale=None, spacing=None):
     """`labels`: one class for every image, or a comma-separated list cycled over them
-    (class-conditional models; default: the classes in turn). `sampler` and `spacing`:
-    samplers/__init__.py and schedules.vp_sigmas."""
+    (class-conditional models; default: the classes in turn).
+    `sampler` and `spacing`: samplers/__init__.py and the formulation's sigmas."""
     scale = dcfg.guidance_scale if guidance_scale is None else guidance_scale
-    labels = class_labels(labels, n, num_classes)
-
-    def model_fn(x, t):
-      if num_classes and scale != 1.0:
-        null = jnp.full_like(labels, num_classes)
-        both = model.apply(params, jnp.concatenate([x, x]), jnp.concatenate([t, t]),
-                           jnp.concatenate([labels, null]))
-        cond, uncond = jnp.split(both, 2)
-        return uncond + scale * (cond - uncond)
-      return model.apply(params, x, t, labels if num_classes else None)
-
+    model_fn = guided(functools.partial(model.apply, params),
+                      class_labels(labels, n, num_classes), num_classes, scale)
     spacing = spacing or default_spacing
     sigmas = formulation.sigmas(spacing, steps or dcfg.sample_steps)
     images = run_sampler(sampler or dcfg.sampler, formulation.denoiser(model_fn, spacing),
@@ -111,7 +121,8 @@ def make_objective(config: ml_collections.ConfigDict) -> Objective:
   return Objective(init=init, train_step=train_step, sample=sample,
                    sample_params=lambda state: state['ema_params'],
                    batch_shapes=objectives.image_batch_shapes(config),
-                   progress_metrics=('loss',), sample_options=SAMPLE_OPTIONS)
+                   progress_metrics=('loss',), sample_options=SAMPLE_OPTIONS,
+                   sample_classes=num_classes)
 
 
 SAMPLE_OPTIONS = {'sampler': str, 'steps': int, 'eta': float, 'guidance_scale': float,

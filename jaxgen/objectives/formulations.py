@@ -13,6 +13,14 @@ squared error:
         1 / sqrt(sigma^2 + sd^2) (sd = sigma_data); loss lambda(sigma) |D - x0|^2 with
         lambda = 1 / c_out^2, which is |net - (x0 - c_skip y) / c_out|^2: a target of unit
         variance for data of std sigma_data, as the network's input.
+  flow  rectified flow as in SD3 (Esser et al. 2024), diffusion.flow: t = sigmoid(n),
+        n ~ N(logit_mean, logit_std^2), x_t = (1 - t) x0 + t eps, the network sees
+        (x_t, 1000 t) and predicts the velocity eps - x0; loss |net - (eps - x0)|^2. In the
+        samplers' variable x_t / (1 - t) = x0 + sigma eps with sigma = t / (1 - t), so
+        D(x, sigma) = x_t - t net(x_t, 1000 t) at t = sigma / (1 + sigma), x_t = x / (1 + sigma);
+        the Euler sampler is then the flow's Euler step in t. Sampling starts at
+        t = T_MAX (sigma = 999), from x = sigma eps (x_t = t eps), with SD3's timestep shift
+        (sigma -> shift sigma) on every spacing.
 """
 
 from __future__ import annotations
@@ -103,7 +111,50 @@ class EDM:
     return float(sigma_max)
 
 
-CLASSES = {'ddpm': VP, 'edm': EDM}
+class Flow:
+  """Rectified flow (see the module docstring)."""
+
+  spacings = ('time_uniform', 'karras', 'log_snr')
+  T_MIN, T_MAX = 1e-3, 1.0 - 1e-3  # the sampled range of t (sigma 0.001 to 999)
+  TIME_SCALE = 1000.0  # the network's noise label is 1000 t, DDPM's timestep range
+
+  def __init__(self, dcfg: ml_collections.ConfigDict):
+    self.cfg = dcfg.flow
+
+  def draw_level(self, key: jax.Array) -> jax.Array:
+    return jax.nn.sigmoid(self.cfg.logit_mean + self.cfg.logit_std * jax.random.normal(key, ()))
+
+  def training_example(self, x0, level, noise):
+    t = level.reshape(-1, *(1,) * (x0.ndim - 1))
+    return (1.0 - t) * x0 + t * noise, self.TIME_SCALE * level, noise - x0
+
+  def sigmas(self, spacing: str, steps: int) -> np.ndarray:
+    shift = self.cfg.shift
+    if spacing == 'time_uniform':
+      return spacings.time_uniform(steps, self.T_MAX, shift)
+    lo, hi = (shift * t / (1.0 - t) for t in (self.T_MIN, self.T_MAX))
+    if spacing == 'karras':
+      return spacings.karras(steps, lo, hi)
+    if spacing == 'log_snr':
+      return spacings.log_snr(steps, lo, hi)
+    raise ValueError(f'sample option spacing={spacing!r}: a flow model samples at '
+                     'time_uniform, karras or log_snr levels')
+
+  def denoiser(self, net, spacing: str):
+    del spacing
+
+    def denoise(x, sigma):
+      t = sigma / (1.0 + sigma)
+      x_t = x / (1.0 + sigma)
+      v = net(x_t, jnp.full((x.shape[0],), self.TIME_SCALE * t)).astype(jnp.float32)
+      return jnp.clip(x_t - t * v, -1.0, 1.0)
+    return denoise
+
+  def initial_std(self, sigma_max: float) -> float:
+    return float(sigma_max)
+
+
+CLASSES = {'ddpm': VP, 'edm': EDM, 'flow': Flow}
 
 
 def build(dcfg: ml_collections.ConfigDict):

@@ -318,7 +318,7 @@ def make_objective(config: ml_collections.ConfigDict) -> Objective:
                    batch_shapes=objectives.image_batch_shapes(config), decode=decode,
                    prior_latents=prior_latents, style_ranges=style_ranges(num_ws),
                    progress_metrics=('d_loss', 'g_loss', 'r_t'),
-                   sample_options=SAMPLE_OPTIONS)
+                   sample_options=SAMPLE_OPTIONS, sample_classes=num_classes)
 
 
 def style_ranges(num_ws: int) -> dict[str, tuple[int, int]]:

@@ -3,6 +3,8 @@
   karras     EDM's: uniform in sigma^(1/rho) between sigma_max and sigma_min (rho 7).
   log_snr    uniform in log sigma (the log signal-to-noise ratio is -2 log sigma).
   trained    evenly spaced timesteps of a discretely trained DDPM schedule (DDIM's respacing).
+  time_uniform  uniform in a flow's time t = sigma / (1 + sigma) from t_max, with SD3's
+             timestep shift s: t -> s t / (1 + (s - 1) t), which is sigma -> s sigma.
 """
 
 from __future__ import annotations
@@ -43,3 +45,13 @@ def trained(steps: int, trained_sigmas: np.ndarray) -> np.ndarray:
   ts = np.unique(np.round(np.linspace(0, count - 1, steps)).astype(np.int64))[::-1]
   return _with_zero(np.asarray(trained_sigmas, np.float64)[ts])
 
+
+
+def time_uniform(steps: int, t_max: float, shift: float = 1.0) -> np.ndarray:
+  """Rectified flow's levels: t = t_max (1 - i / steps), i < steps, shifted, as sigmas."""
+  if steps < 1:
+    raise ValueError(f'sampler steps must be >= 1, got {steps}')
+  if not 0 < t_max < 1 or shift <= 0:
+    raise ValueError(f'time_uniform needs 0 < t_max < 1 and shift > 0, got {t_max}, {shift}')
+  t = t_max * (1.0 - np.arange(steps) / steps)
+  return _with_zero(shift * t / (1.0 - t))
