@@ -34,7 +34,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model = ddpm_fashion_mnist.unet(ch=128, ch_mult=(1, 2, 2, 2), attn_resolutions=(16,))
   config.diffusion = ddpm_fashion_mnist.ddpm(sampler='ddpm', sample_steps=1000, eta=1.0)
   config.optimizer = common.adamw(warmup_steps=5_000, decay='constant', end_lr_ratio=1.0)
-  config.ema = ml_collections.ConfigDict({'decay': 0.9999, 'warmup': False})
+  config.ema = ddpm_fashion_mnist.ema(warmup=False)
 
   if variant in ('tpu', 'gpu8', 'fsdp8'):
     config.model.compute_dtype = 'bfloat16'

@@ -63,6 +63,19 @@ def ddpm(**overrides) -> ml_collections.ConfigDict:
   return diffusion
 
 
+def ema(**overrides) -> ml_collections.ConfigDict:
+  ema = ml_collections.ConfigDict()
+  ema.decay = 0.9999
+  ema.warmup = True  # decay = min(decay, (1 + step) / (10 + step))
+  # EDM2's power-function EMAs: two relative widths tracked (e.g. (0.05, 0.1)) and snapshots
+  # of both every snapshot_every steps, from which `jaxgen-eval posthoc_ema` averages the
+  # run at any other width after training (jaxgen/posthoc_ema.py). (): none.
+  ema.power_sigma_rels = ()
+  ema.snapshot_every = 0
+  ema.update(overrides)
+  return ema
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   variant = common.check_variant(arg, ('demo', 'tiny'))
   config = common.run('diffusion')
@@ -70,10 +83,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model = unet()
   config.diffusion = ddpm()
   config.optimizer = common.adamw()
-  config.ema = ml_collections.ConfigDict({
-      'decay': 0.9999,
-      'warmup': True,  # decay = min(decay, (1 + step) / (10 + step))
-  })
+  config.ema = ema()
 
   if variant == 'demo':
     config.update(dict(total_steps=1_600, global_batch_size=64, log_every=50,

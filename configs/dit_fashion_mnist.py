@@ -42,7 +42,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # DiT's recipe: AdamW at a constant 1e-4, no weight decay; EMA 0.9999.
   config.optimizer = common.adamw(learning_rate=1e-4, weight_decay=0.0, warmup_steps=0,
                                   decay='constant', end_lr_ratio=1.0)
-  config.ema = ml_collections.ConfigDict({'decay': 0.9999, 'warmup': True})
+  config.ema = ddpm_fashion_mnist.ema()
 
   if variant == 'demo':
     config.update(dict(total_steps=1_600, global_batch_size=64, log_every=50,

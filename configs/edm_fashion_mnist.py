@@ -17,6 +17,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Heun at 18 Karras levels: 35 network evaluations (EDM's CIFAR-10 setting).
   config.diffusion.update(dict(formulation='edm', sampler='heun', spacing='karras',
                                sample_steps=18))
+  # EDM2's power-function EMAs beside the usual one, with a snapshot at every checkpoint:
+  # `jaxgen-eval posthoc_ema` picks the EMA width after training.
+  config.ema.update(dict(power_sigma_rels=(0.05, 0.1), snapshot_every=config.checkpoint_every))
   if arg == 'tiny':
     config.diffusion.sample_steps = 3
+    config.ema.snapshot_every = 2
   return config

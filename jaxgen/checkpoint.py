@@ -21,6 +21,7 @@ from jax.experimental import multihost_utils
 from jaxgen import metrics, paths, validate
 
 CHECKPOINT_DIR = 'checkpoints'
+SNAPSHOT_DIR = 'snapshots'  # series kept beside the checkpoints (posthoc_ema.py)
 UNREADABLE_DIR = 'unreadable_checkpoints'
 
 
@@ -77,11 +78,12 @@ class Checkpointer:
   """Saves every `every` steps (async), keeps the newest `keep`, restores the latest."""
 
   def __init__(self, workdir: str, *, every: int = 1, keep: int | None = None,
-               use_async: bool = True, read_only: bool = False):
+               use_async: bool = True, read_only: bool = False, subdir: str = CHECKPOINT_DIR):
     """`read_only` is for readers of a run that may still be training (sample, eval): they
-    never create directories or clean up the trainer's in-progress saves."""
+    never create directories or clean up the trainer's in-progress saves. `subdir`: where in
+    the workdir (another name for other series, e.g. power-EMA snapshots)."""
     _use_replica_parallel_for_large_arrays_only()
-    self.directory = paths.workdir_path(workdir) / CHECKPOINT_DIR
+    self.directory = paths.workdir_path(workdir) / subdir
     self._pending: int | None = None  # the step of an async save not yet known to be complete
     self._size, self._sized = 0, None  # bytes of the newest checkpoint, and its step
     options = ocp.CheckpointManagerOptions(
@@ -101,6 +103,8 @@ class Checkpointer:
            config: ml_collections.ConfigDict, *, force: bool = False) -> bool:
     if not force and not self.manager.should_save(step):
       return False
+    if step in self.manager.all_steps():
+      return False  # saved before a crash and recomputed since: resumes are exact
     self._check_space(step)
     items = {'state': ocp.args.StandardSave(state),
              'config': ocp.args.JsonSave(_to_json(config))}

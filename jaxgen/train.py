@@ -69,6 +69,11 @@ def _train(s: build.Setup, workdir: str, stop_at_step: int | None, lock: workdir
   ckpt = checkpoint.Checkpointer(workdir, every=config.checkpoint_every,
                                  keep=config.keep_checkpoints,
                                  use_async=config.async_checkpointing)
+  snapshots = None
+  if s.objective.snapshot is not None and s.objective.snapshot_every:
+    snapshots = checkpoint.Checkpointer(workdir, every=s.objective.snapshot_every,
+                                        use_async=config.async_checkpointing,
+                                        subdir=checkpoint.SNAPSHOT_DIR)
   with jax.set_mesh(s.mesh):
     latest, state = ckpt.restore_newest(
         s.restore_target, data_iter, check=lambda step: ckpt.check_compatible(
@@ -133,6 +138,8 @@ def _train(s: build.Setup, workdir: str, stop_at_step: int | None, lock: workdir
           if is_chief:
             metrics.print_line('grids: ' + ', '.join(map(str, written)))
         ckpt.save(done, state, data_iter, config, force=last)
+        if snapshots:
+          snapshots.save(done, s.objective.snapshot(state), None, config, force=last)
         if last:
           break
     except pipeline.DataError:
@@ -146,6 +153,9 @@ def _train(s: build.Setup, workdir: str, stop_at_step: int | None, lock: workdir
     finally:
       watcher.close()  # the default signal handlers again, also after an error
     ckpt.wait()
+    if snapshots:
+      snapshots.wait()
+      snapshots.close()
     if preempted and is_chief:
       metrics.print_line(f'{watcher.signal_name}: stopped after step {done} and saved its '
                          f'checkpoint in {ckpt.directory}; rerun the same command to resume')

@@ -8,6 +8,8 @@
   jaxgen-eval --workdir=runs/vae_demo --num_samples=5000    # + test-set bits/dim, IWAE bound
   jaxgen-eval --workdir=runs/demo --sample.sampler=ddim --sample.steps=100  # sampling options
   jaxgen-eval --workdir=runs/cyclegan_demo  # translation runs: FD, translation accuracy, cycle L1
+  jaxgen-eval posthoc_ema --workdir=runs/edm_demo --sigma_rel=0.06,0.08  # EDM2's post-hoc EMA,
+      # written as runs/edm_demo/posthoc_ema/sigma_rel_0.060 etc.: evaluate those --workdir
 """
 
 from __future__ import annotations
@@ -40,7 +42,9 @@ flags.DEFINE_bool('watch', False, 'Follow the workdir: evaluate each new checkpo
                   'the run\'s last step is done or --watch_timeout_s pass with nothing new.')
 flags.DEFINE_float('poll_s', 30.0, 'With --watch: seconds between looks for new checkpoints.')
 flags.DEFINE_float('watch_timeout_s', 3600.0, 'With --watch: stop after this long idle.')
-flags.DEFINE_string('output', None, 'train_classifier/stats: where to write.')
+flags.DEFINE_string('output', None, 'train_classifier/stats: where to write; posthoc_ema: the '
+                    'folder of the reconstructions (default: <workdir>/posthoc_ema).')
+flags.DEFINE_list('sigma_rel', [], 'posthoc_ema: relative EMA widths to reconstruct, e.g. 0.08.')
 flags.DEFINE_integer('epochs', 3, 'train_classifier: epochs over the train split.')
 flags.DEFINE_string('split', 'train', 'stats: the dataset split.')
 flags.DEFINE_string('dataset', 'fashion_mnist', 'stats: a TFDS image dataset (prepared).')
@@ -91,7 +95,23 @@ def write_stats(output: str) -> None:
         f'{FLAGS.features} features ({features.shape[1]}-d)')
 
 
-COMMANDS = {'train_classifier': train_classifier, 'stats': write_stats}
+def posthoc_ema(output: str | None) -> None:
+  from jaxgen import metrics, posthoc_ema
+
+  if not FLAGS.workdir or not FLAGS.sigma_rel:
+    runtime.fail('posthoc_ema needs --workdir (a run with power-EMA snapshots) and '
+                 '--sigma_rel (e.g. 0.08 or 0.06,0.1)')
+  try:
+    sigma_rels = [float(v) for v in FLAGS.sigma_rel]
+  except ValueError:
+    runtime.fail(f'--sigma_rel={",".join(FLAGS.sigma_rel)}: give numbers, e.g. 0.08')
+  for out in posthoc_ema.reconstruct(FLAGS.workdir, sigma_rels, FLAGS.step, output):
+    metrics.print_line(f'wrote {out}: evaluate it with jaxgen-eval --workdir={out}')
+
+
+COMMANDS = {'train_classifier': train_classifier, 'stats': write_stats,
+            'posthoc_ema': posthoc_ema}
+OPTIONAL_OUTPUT = ('posthoc_ema',)
 
 
 def main(argv: list[str]) -> None:
@@ -103,7 +123,7 @@ def main(argv: list[str]) -> None:
 
   try:
     if len(argv) == 2:
-      if not FLAGS.output:
+      if not FLAGS.output and argv[1] not in OPTIONAL_OUTPUT:
         runtime.fail(f'{argv[1]} needs --output')
       COMMANDS[argv[1]](FLAGS.output)
     elif not FLAGS.workdir:
@@ -118,7 +138,7 @@ def main(argv: list[str]) -> None:
           inception_weights=FLAGS.inception_weights,
           reference=FLAGS.reference, watch=FLAGS.watch, poll_s=FLAGS.poll_s,
           watch_timeout_s=FLAGS.watch_timeout_s))
-  except (FileNotFoundError, ValueError, pipeline.DataError) as e:
+  except (FileNotFoundError, FileExistsError, ValueError, pipeline.DataError) as e:
     runtime.fail(str(e))
 
 

@@ -49,6 +49,9 @@ class Objective:
     `--sample.NAME=VALUE`, checked and converted against this.
   best_metric: (jaxgen-eval result key, lower_is_better) that marks a run's best checkpoint
     when there is no FID; None leaves it to the generated-image metrics.
+  snapshot(state) -> a pytree the trainer keeps every `snapshot_every` steps (and at the
+    last), never deleted, in <workdir>/snapshots: a diffusion model's power-function EMAs,
+    for post-hoc EMA reconstruction (jaxgen/posthoc_ema.py). None: no snapshots.
   sample_classes: a class-conditional model's number of classes (0: unconditional). Its
     default labels cycle through the classes (class_labels): grids put one class per row,
     and batches of samples hold whole cycles.
@@ -70,6 +73,8 @@ class Objective:
   translate: Callable[..., jax.Array] | None = None
   translation_directions: tuple[str, ...] = ('a2b',)
   sample_classes: int = 0
+  snapshot: Callable[[State], Any] | None = None
+  snapshot_every: int = 0
 
 
 class Partial(NamedTuple):

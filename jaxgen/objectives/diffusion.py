@@ -8,9 +8,10 @@ import functools
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 
-from jaxgen import models, objectives, optim
+from jaxgen import models, objectives, optim, posthoc_ema
 from jaxgen import state as state_lib
 from jaxgen.objectives import Objective, class_labels, formulations, to_uint8
 from jaxgen.samplers import SAMPLERS, run_sampler
@@ -79,12 +80,21 @@ def make_objective(config: ml_collections.ConfigDict) -> Objective:
   default_spacing = dcfg.spacing  # read here: a config without it fails at setup, clearly
   optimizer = optim.build_optimizer(config.optimizer, config.total_steps)
   num_classes = config.model.num_classes
+  sigma_rels = tuple(config.ema.get('power_sigma_rels', ()))
+  for sigma_rel in sigma_rels:
+    if not 0 < sigma_rel < 0.28:
+      raise ValueError(f'config.ema.power_sigma_rels={sigma_rels}: each relative width must '
+                       'be in (0, 0.28), e.g. (0.05, 0.1)')
+  gammas = tuple(float(g) for g in posthoc_ema.std_to_exp(np.asarray(sigma_rels)))
 
   def init(rng):
     params = model.init(rng)
-    return {'step': jnp.zeros((), jnp.int32), 'params': params,
-            'ema_params': jax.tree_util.tree_map(jnp.copy, params),
-            'opt_state': optimizer.init(params)}
+    state = {'step': jnp.zeros((), jnp.int32), 'params': params,
+             'ema_params': jax.tree_util.tree_map(jnp.copy, params),
+             'opt_state': optimizer.init(params)}
+    if sigma_rels:  # EDM2's power-function EMAs, for post-hoc reconstruction
+      state['phema'] = [jax.tree_util.tree_map(jnp.copy, params) for _ in sigma_rels]
+    return state
 
   loss_fn = functools.partial(diffusion_loss, model.apply, formulation=formulation,
                               num_classes=num_classes, label_dropout=dcfg.label_dropout)
@@ -99,6 +109,8 @@ def make_objective(config: ml_collections.ConfigDict) -> Objective:
     new_state = {'step': state['step'] + 1, 'params': params,
                  'ema_params': state_lib.ema_update(state['ema_params'], params, decay),
                  'opt_state': opt_state}
+    if sigma_rels:
+      new_state['phema'] = posthoc_ema.track(state['phema'], params, state['step'], gammas)
     metrics = {'loss': loss, 'grad_norm': optax.global_norm(grads),
                'learning_rate': learning_rate, 'ema_decay': decay}
     return new_state, metrics
@@ -122,7 +134,9 @@ def make_objective(config: ml_collections.ConfigDict) -> Objective:
                    sample_params=lambda state: state['ema_params'],
                    batch_shapes=objectives.image_batch_shapes(config),
                    progress_metrics=('loss',), sample_options=SAMPLE_OPTIONS,
-                   sample_classes=num_classes)
+                   sample_classes=num_classes,
+                   snapshot=(lambda state: {'phema': state['phema']}) if sigma_rels else None,
+                   snapshot_every=config.ema.get('snapshot_every', 0))
 
 
 SAMPLE_OPTIONS = {'sampler': str, 'steps': int, 'eta': float, 'guidance_scale': float,
