@@ -28,6 +28,8 @@ class Setup:
   abstract_state: Any
   state_shardings: Any
   batch_sharding: jax.sharding.NamedSharding
+  # Where the objective's frozen inputs (Objective.frozen) live; None without any.
+  frozen_shardings: Any = None
   # The jitted functions built for this setup, so that a second run in the same process
   # (a notebook training on, a resume in a test) reuses their traces.
   jitted: dict = dataclasses.field(default_factory=dict, repr=False)
@@ -78,7 +80,10 @@ def _setup(config: ml_collections.ConfigDict, devices: list, training: bool) -> 
   objective = registry.build_objective(config)
   abstract = jax.eval_shape(objective.init, jax.random.key(0))
   state_shardings = sharding.tree_shardings(abstract, mesh, config.sharding)
-  return Setup(config, mesh, objective, abstract, state_shardings, sharding.batch_sharding(mesh))
+  frozen_shardings = (sharding.tree_shardings(objective.frozen.abstract, mesh, config.sharding)
+                      if objective.frozen else None)
+  return Setup(config, mesh, objective, abstract, state_shardings, sharding.batch_sharding(mesh),
+               frozen_shardings)
 
 
 def _once(s: Setup, key: Any, make):
@@ -93,13 +98,41 @@ def init_state(s: Setup, rng: jax.Array) -> Any:
                                           out_shardings=s.state_shardings))(rng)
 
 
+def frozen_inputs(s: Setup) -> Any:
+  """The objective's frozen inputs, loaded once per setup onto their shardings."""
+  return _once(s, 'frozen', lambda: s.objective.frozen.load(s.frozen_shardings,
+                                                            s.config.sharding))
+
+
+class WithFrozen:
+  """A jitted fn(state, ..., frozen) called as fn(state, ...): the frozen inputs are passed
+  as an argument (never donated, never closed over as constants). The first call checks
+  that the state was made with the same frozen values (Frozen.check)."""
+
+  def __init__(self, s: Setup, compiled):
+    self.s, self.compiled, self.checked = s, compiled, False
+
+  def __call__(self, state, *args):
+    frozen = frozen_inputs(self.s)
+    if not self.checked:
+      self.s.objective.frozen.check(state, frozen)
+      self.checked = True
+    return self.compiled(state, *args, frozen)
+
+  def lower(self, *args):
+    return self.compiled.lower(*args, sharding.with_shardings(self.s.objective.frozen.abstract,
+                                                              self.s.frozen_shardings))
+
+
 def jit_train_step(s: Setup):
   """The objective's step, jitted with explicit shardings and the state donated."""
   # The guard leaves the state unchanged on a step with NaN/Inf, and flags it in the metrics.
-  return _once(s, 'train_step', lambda: jax.jit(
+  frozen = (s.frozen_shardings,) if s.objective.frozen else ()
+  compiled = _once(s, 'train_step', lambda: jax.jit(
       nonfinite.guard(s.objective.train_step),
-      in_shardings=(s.state_shardings, s.batch_sharding, s.replicated),
+      in_shardings=(s.state_shardings, s.batch_sharding, s.replicated, *frozen),
       out_shardings=(s.state_shardings, s.replicated), donate_argnums=(0,)))
+  return WithFrozen(s, compiled) if frozen else compiled
 
 
 def output_sharding(s: Setup, num_images: int) -> jax.sharding.NamedSharding:
@@ -111,12 +144,16 @@ def output_sharding(s: Setup, num_images: int) -> jax.sharding.NamedSharding:
 def jit_sample(s: Setup, num_images: int, **sample_options):
   """Samples of `sample_params(state)` as a host uint8 array, the same on every process."""
 
-  def fn(state, rng):
+  def fn(state, rng, *frozen):
+    extra = {'frozen': frozen[0]} if frozen else {}
     return s.objective.sample(s.objective.sample_params(state), rng, num_images,
-                              **sample_options)
+                              **extra, **sample_options)
+  frozen = (s.frozen_shardings,) if s.objective.frozen else ()
   compiled = _once(s, ('sample', num_images, tuple(sorted(sample_options.items()))),
-                   lambda: jax.jit(fn, in_shardings=(s.state_shardings, s.replicated),
+                   lambda: jax.jit(fn, in_shardings=(s.state_shardings, s.replicated, *frozen),
                                    out_shardings=output_sharding(s, num_images)))
+  if frozen:
+    compiled = WithFrozen(s, compiled)
 
   def sample(state, rng) -> np.ndarray:
     return np.asarray(multihost_utils.process_allgather(compiled(state, rng), tiled=True))

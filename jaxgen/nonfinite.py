@@ -48,8 +48,8 @@ def metrics_finite(metrics: dict[str, Any]) -> jax.Array:
 def guard(train_step: Callable) -> Callable:
   """`train_step` that keeps the old state (all but 'step') when anything is non-finite."""
 
-  def step(state, batch, rng):
-    new_state, metrics = train_step(state, batch, rng)
+  def step(state, batch, rng, *frozen):
+    new_state, metrics = train_step(state, batch, rng, *frozen)
     ok = jnp.logical_and(metrics_finite(metrics), all_finite(new_state))
     # lax.cond, not a jnp.where per leaf: XLA:CPU took ~20x longer to compile the latter.
     kept = jax.lax.cond(ok, lambda new, old: new, lambda new, old: old, new_state, state)

@@ -74,7 +74,7 @@ def test_batch_must_divide_over_processes():
 
 
 @pytest.mark.parametrize('name', ['ddpm_fashion_mnist', 'edm_fashion_mnist',
-                                  'flow_fashion_mnist', 'dit_fashion_mnist'])
+                                  'flow_fashion_mnist', 'dit_fashion_mnist', 'ldm_fashion_mnist'])
 @pytest.mark.parametrize('variant', ['tiny', 'demo', None])
 def test_shipped_variants_validate(name, variant):
   config = load_config(variant, name)

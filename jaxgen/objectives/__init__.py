@@ -52,6 +52,10 @@ class Objective:
   snapshot(state) -> a pytree the trainer keeps every `snapshot_every` steps (and at the
     last), never deleted, in <workdir>/snapshots: a diffusion model's power-function EMAs,
     for post-hoc EMA reconstruction (jaxgen/posthoc_ema.py). None: no snapshots.
+  frozen: a latent.Frozen for a family that reads fixed arrays besides its state (latent
+    diffusion's autoencoder): the trainer loads them once, lays them out on the run's mesh,
+    and passes them to train_step(state, batch, rng, frozen) and sample(..., frozen=...),
+    never donated and never saved with the run.
   sample_classes: a class-conditional model's number of classes (0: unconditional). Its
     default labels cycle through the classes (class_labels): grids put one class per row,
     and batches of samples hold whole cycles.
@@ -75,6 +79,7 @@ class Objective:
   sample_classes: int = 0
   snapshot: Callable[[State], Any] | None = None
   snapshot_every: int = 0
+  frozen: Any = None
 
 
 class Partial(NamedTuple):

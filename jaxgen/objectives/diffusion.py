@@ -1,5 +1,6 @@
-"""Denoising diffusion as an objective: the loss of a formulation (DDPM, EDM), EMA update
-and sampling through the sampler protocol."""
+"""Denoising diffusion as an objective: the loss of a formulation (DDPM, EDM, flow), EMA
+updates and sampling through the sampler protocol; in pixels, or on the latents of a frozen
+autoencoder (`autoencoder.workdir`: latent diffusion, objectives/latent.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import optax
 
 from jaxgen import models, objectives, optim, posthoc_ema
 from jaxgen import state as state_lib
-from jaxgen.objectives import Objective, class_labels, formulations, to_uint8
+from jaxgen.objectives import Objective, class_labels, formulations, latent, to_uint8
 from jaxgen.samplers import SAMPLERS, run_sampler
 from jaxgen.samplers.schedules import SCHEDULES
 
@@ -73,10 +74,13 @@ def known_values(config: ml_collections.ConfigDict) -> dict[str, tuple]:
 
 
 def make_objective(config: ml_collections.ConfigDict) -> Objective:
-  image_shape = objectives.image_shape(config.data)
+  acfg = config.get('autoencoder')
+  ae = latent.Autoencoder(acfg, config.data) if acfg is not None and acfg.workdir else None
+  # The network's input: images, or the autoencoder's latents.
+  image_shape = ae.latent_shape if ae else objectives.image_shape(config.data)
   model = models.build(config.model, image_shape)
   dcfg = config.diffusion
-  formulation = formulations.build(dcfg)
+  formulation = formulations.build(dcfg, clip=ae is None)
   default_spacing = dcfg.spacing  # read here: a config without it fails at setup, clearly
   optimizer = optim.build_optimizer(config.optimizer, config.total_steps)
   num_classes = config.model.num_classes
@@ -94,49 +98,66 @@ def make_objective(config: ml_collections.ConfigDict) -> Objective:
              'opt_state': optimizer.init(params)}
     if sigma_rels:  # EDM2's power-function EMAs, for post-hoc reconstruction
       state['phema'] = [jax.tree_util.tree_map(jnp.copy, params) for _ in sigma_rels]
+    if ae:  # set by the first step: 1 / std of its latents, and the autoencoder's hash
+      state['latent_scale'] = jnp.zeros((), jnp.float32)
+      state[latent.HASH_KEY] = jnp.zeros((32,), jnp.uint8)
     return state
 
   loss_fn = functools.partial(diffusion_loss, model.apply, formulation=formulation,
                               num_classes=num_classes, label_dropout=dcfg.label_dropout)
 
-  def train_step(state, batch, rng):
+  def train_step(state, batch, rng, frozen=None):
+    new_state = {}
+    if ae:
+      # LDM's scale_by_std: the latents of the first batch fix the scale that gives them
+      # unit std; it is kept in the state, so a resumed run uses the same.
+      z = jax.lax.stop_gradient(ae.objective.encode(frozen['params'], batch['image']))
+      scale = jnp.where(state['step'] == 0, 1.0 / jnp.std(z), state['latent_scale'])
+      batch = {**batch, 'image': z * scale}
+      new_state = {'latent_scale': scale, latent.HASH_KEY: frozen[latent.HASH_KEY]}
     example_keys = jax.random.split(rng, batch['image'].shape[0])
     loss, grads = optim.accumulate_gradients(loss_fn, state['params'], batch, example_keys,
                                              config.grad_accum_steps)
     params, opt_state, learning_rate = optimizer.update(grads, state['opt_state'],
                                                         state['params'], state['step'])
     decay = state_lib.ema_decay_at(state['step'], config.ema.decay, config.ema.warmup)
-    new_state = {'step': state['step'] + 1, 'params': params,
-                 'ema_params': state_lib.ema_update(state['ema_params'], params, decay),
-                 'opt_state': opt_state}
+    new_state.update({'step': state['step'] + 1, 'params': params,
+                      'ema_params': state_lib.ema_update(state['ema_params'], params, decay),
+                      'opt_state': opt_state})
     if sigma_rels:
       new_state['phema'] = posthoc_ema.track(state['phema'], params, state['step'], gammas)
     metrics = {'loss': loss, 'grad_norm': optax.global_norm(grads),
                'learning_rate': learning_rate, 'ema_decay': decay}
     return new_state, metrics
 
-  def sample(params, rng, n, *, sampler=None, steps=None, eta=None, labels=None,
+  def sample(params, rng, n, *, frozen=None, sampler=None, steps=None, eta=None, labels=None,
              guidance_scale=None, spacing=None):
     """`labels`: one class for every image, or a comma-separated list cycled over them
     (class-conditional models; default: the classes in turn).
     `sampler` and `spacing`: samplers/__init__.py and the formulation's sigmas."""
     scale = dcfg.guidance_scale if guidance_scale is None else guidance_scale
-    model_fn = guided(functools.partial(model.apply, params),
+    net = params['ema'] if ae else params
+    model_fn = guided(functools.partial(model.apply, net),
                       class_labels(labels, n, num_classes), num_classes, scale)
     spacing = spacing or default_spacing
     sigmas = formulation.sigmas(spacing, steps or dcfg.sample_steps)
     images = run_sampler(sampler or dcfg.sampler, formulation.denoiser(model_fn, spacing),
                          sigmas, formulation.initial_std(sigmas[0]), rng, (n, *image_shape),
-                         eta=dcfg.eta if eta is None else eta)
+                         eta=dcfg.eta if eta is None else eta, clip=ae is None)
+    if ae:  # decoded to pixels: grids and jaxgen-eval see images
+      return ae.objective.decode(frozen['params'], images / params['latent_scale'])
     return to_uint8(images)
 
   return Objective(init=init, train_step=train_step, sample=sample,
-                   sample_params=lambda state: state['ema_params'],
+                   sample_params=(lambda state: {'ema': state['ema_params'],
+                                                 'latent_scale': state['latent_scale']})
+                   if ae else (lambda state: state['ema_params']),
                    batch_shapes=objectives.image_batch_shapes(config),
                    progress_metrics=('loss',), sample_options=SAMPLE_OPTIONS,
                    sample_classes=num_classes,
                    snapshot=(lambda state: {'phema': state['phema']}) if sigma_rels else None,
-                   snapshot_every=config.ema.get('snapshot_every', 0))
+                   snapshot_every=config.ema.get('snapshot_every', 0),
+                   frozen=ae.frozen() if ae else None)
 
 
 SAMPLE_OPTIONS = {'sampler': str, 'steps': int, 'eta': float, 'guidance_scale': float,

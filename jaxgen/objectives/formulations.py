@@ -38,7 +38,8 @@ class VP:
 
   spacings = schedules.VP_SPACINGS
 
-  def __init__(self, dcfg: ml_collections.ConfigDict):
+  def __init__(self, dcfg: ml_collections.ConfigDict, clip: bool = True):
+    self.clip = clip
     if dcfg.schedule == 'linear':
       self.schedule = schedules.linear_schedule(dcfg.timesteps, dcfg.beta_start, dcfg.beta_end)
     else:
@@ -59,7 +60,8 @@ class VP:
     return schedules.vp_sigmas(self.schedule, spacing, steps)
 
   def denoiser(self, net, spacing: str):
-    return schedules.vp_denoiser(self.schedule, self.prediction, net, snap=spacing == 'trained')
+    return schedules.vp_denoiser(self.schedule, self.prediction, net, clip=self.clip,
+                                 snap=spacing == 'trained')
 
   def initial_std(self, sigma_max: float) -> float:
     """x_T ~ N(0, I) in the trained (variance-preserving) scale is x_T / alpha_T here."""
@@ -71,8 +73,8 @@ class EDM:
 
   spacings = ('karras', 'log_snr')
 
-  def __init__(self, dcfg: ml_collections.ConfigDict):
-    self.cfg = dcfg.edm
+  def __init__(self, dcfg: ml_collections.ConfigDict, clip: bool = True):
+    self.cfg, self.clip = dcfg.edm, clip
 
   def scalings(self, sigma):
     """(c_skip, c_out, c_in, c_noise) of noise level(s) sigma."""
@@ -104,7 +106,8 @@ class EDM:
     def denoise(x, sigma):
       c_skip, c_out, c_in, c_noise = self.scalings(sigma)
       out = net(c_in * x, jnp.full((x.shape[0],), c_noise)).astype(jnp.float32)
-      return jnp.clip(c_skip * x + c_out * out, -1.0, 1.0)
+      x0 = c_skip * x + c_out * out
+      return jnp.clip(x0, -1.0, 1.0) if self.clip else x0
     return denoise
 
   def initial_std(self, sigma_max: float) -> float:
@@ -118,8 +121,8 @@ class Flow:
   T_MIN, T_MAX = 1e-3, 1.0 - 1e-3  # the sampled range of t (sigma 0.001 to 999)
   TIME_SCALE = 1000.0  # the network's noise label is 1000 t, DDPM's timestep range
 
-  def __init__(self, dcfg: ml_collections.ConfigDict):
-    self.cfg = dcfg.flow
+  def __init__(self, dcfg: ml_collections.ConfigDict, clip: bool = True):
+    self.cfg, self.clip = dcfg.flow, clip
 
   def draw_level(self, key: jax.Array) -> jax.Array:
     return jax.nn.sigmoid(self.cfg.logit_mean + self.cfg.logit_std * jax.random.normal(key, ()))
@@ -147,7 +150,8 @@ class Flow:
       t = sigma / (1.0 + sigma)
       x_t = x / (1.0 + sigma)
       v = net(x_t, jnp.full((x.shape[0],), self.TIME_SCALE * t)).astype(jnp.float32)
-      return jnp.clip(x_t - t * v, -1.0, 1.0)
+      x0 = x_t - t * v
+      return jnp.clip(x0, -1.0, 1.0) if self.clip else x0
     return denoise
 
   def initial_std(self, sigma_max: float) -> float:
@@ -157,6 +161,8 @@ class Flow:
 CLASSES = {'ddpm': VP, 'edm': EDM, 'flow': Flow}
 
 
-def build(dcfg: ml_collections.ConfigDict):
-  return CLASSES[dcfg.formulation](dcfg)
+def build(dcfg: ml_collections.ConfigDict, clip: bool = True):
+  """The formulation of `dcfg`; `clip`: denoised estimates are clipped to [-1, 1] (images;
+  not latents)."""
+  return CLASSES[dcfg.formulation](dcfg, clip)
 
