@@ -82,6 +82,14 @@ def test_shipped_variants_validate(name, variant):
   assert config.is_locked
 
 
+@pytest.mark.parametrize('name', ['edm_cifar10', 'dit_imagenet256'])
+@pytest.mark.parametrize('variant', ['tpu', 'gpu8', None])
+def test_diffusion_accelerator_variants_validate(name, variant):
+  config = load_config(variant, name)
+  _check(config, num_devices=8)
+  assert config.is_locked
+
+
 @pytest.mark.parametrize('name,variants', [
     ('dcgan_fashion_mnist', ('tiny', 'demo', None)),
     ('stylegan2_fashion_mnist', ('tiny', 'demo', None)),
