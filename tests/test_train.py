@@ -195,6 +195,10 @@ def test_objective_sample_returns_uint8_images():
         state, jax.random.key(1))
     assert isinstance(images, np.ndarray)
     assert images.shape == (n, 28, 28, 1) and images.dtype == np.uint8, sampler
+    if sampler == 'heun':  # EDM's stochastic Heun through the sample options
+      churned = build.jit_sample(s, n, sampler=sampler, steps=3, spacing=spacing,
+                                 s_churn=20.0, s_noise=1.0)(state, jax.random.key(1))
+      assert churned.shape == images.shape and not np.array_equal(churned, images)
   with pytest.raises(ValueError, match="sampler='dpm': use one of ddpm, ddim, euler"):
     build.jit_sample(s, 8, sampler='dpm')(state, jax.random.key(1))
   with pytest.raises(ValueError, match="spacing='linear': use trained, karras or log_snr"):

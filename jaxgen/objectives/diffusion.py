@@ -131,10 +131,11 @@ def make_objective(config: ml_collections.ConfigDict) -> Objective:
     return new_state, metrics
 
   def sample(params, rng, n, *, frozen=None, sampler=None, steps=None, eta=None, labels=None,
-             guidance_scale=None, spacing=None):
+             guidance_scale=None, spacing=None, **heun):
     """`labels`: one class for every image, or a comma-separated list cycled over them
     (class-conditional models; default: the classes in turn).
-    `sampler` and `spacing`: samplers/__init__.py and the formulation's sigmas."""
+    `sampler` and `spacing`: samplers/__init__.py and the formulation's sigmas; `heun`:
+    s_churn, s_tmin, s_tmax, s_noise (EDM's stochastic sampler; solvers.heun)."""
     scale = dcfg.guidance_scale if guidance_scale is None else guidance_scale
     net = params['ema'] if ae else params
     model_fn = guided(functools.partial(model.apply, net),
@@ -143,7 +144,7 @@ def make_objective(config: ml_collections.ConfigDict) -> Objective:
     sigmas = formulation.sigmas(spacing, steps or dcfg.sample_steps)
     images = run_sampler(sampler or dcfg.sampler, formulation.denoiser(model_fn, spacing),
                          sigmas, formulation.initial_std(sigmas[0]), rng, (n, *image_shape),
-                         eta=dcfg.eta if eta is None else eta, clip=ae is None)
+                         eta=dcfg.eta if eta is None else eta, clip=ae is None, **heun)
     if ae:  # decoded to pixels: grids and jaxgen-eval see images
       return ae.objective.decode(frozen['params'], images / params['latent_scale'])
     return to_uint8(images)
@@ -161,4 +162,5 @@ def make_objective(config: ml_collections.ConfigDict) -> Objective:
 
 
 SAMPLE_OPTIONS = {'sampler': str, 'steps': int, 'eta': float, 'guidance_scale': float,
-                  'labels': str, 'spacing': str}
+                  'labels': str, 'spacing': str, 's_churn': float, 's_tmin': float,
+                  's_tmax': float, 's_noise': float}

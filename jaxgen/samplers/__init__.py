@@ -17,9 +17,11 @@ SAMPLERS = {'ddpm': ddpm, 'ddim': solvers.euler, **solvers.SOLVERS}
 
 
 def run_sampler(sampler: str, denoise, sigmas, initial_std: float, rng, shape, *,
-                eta: float = 0.0, clip: bool = True):
+                clip: bool = True, **options):
   """Images from pure noise N(0, initial_std^2) at sigmas[0] down to sigma = 0 (in [-1, 1]
-  when `clip`): the formulation gives the denoiser, the levels and the starting std."""
+  when `clip`): the formulation gives the denoiser, the levels and the starting std.
+  `options` go to the sampler (eta; Heun's s_churn, s_tmin, s_tmax, s_noise); None means
+  its default."""
   import jax
   import jax.numpy as jnp
 
@@ -27,6 +29,7 @@ def run_sampler(sampler: str, denoise, sigmas, initial_std: float, rng, shape, *
     raise ValueError(f'sample option sampler={sampler!r}: use one of {", ".join(SAMPLERS)}')
   init_rng, loop_rng = jax.random.split(rng)
   x = jax.random.normal(init_rng, shape, jnp.float32) * initial_std
-  out = SAMPLERS[sampler](denoise, sigmas, x, loop_rng, eta=eta)
+  options = {k: v for k, v in options.items() if v is not None}
+  out = SAMPLERS[sampler](denoise, sigmas, x, loop_rng, **options)
   return jnp.clip(out, -1.0, 1.0) if clip else out
 
