@@ -22,6 +22,7 @@ import time
 from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from jaxgen import runtime  # noqa: E402  (its flags: --num_cpu_devices, the cache)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'A trained diffusion run.')
@@ -37,7 +38,6 @@ flags.DEFINE_string('inception_weights', None, 'pt_inception weights: adds FID.'
 flags.DEFINE_string('reference', None, 'Inception statistics of the real images (for FID).')
 flags.DEFINE_string('results', None, 'JSON lines of the cells (default: '
                     '<workdir>/eval/sampler_table.jsonl).')
-flags.DEFINE_integer('num_cpu_devices', None, 'Simulated CPU devices (default: one per core).')
 flags.mark_flags_as_required(['workdir'])
 
 
@@ -84,9 +84,7 @@ def table(rows: list[dict], reference: dict | None, metric: str) -> str:
 
 def main(argv):
   del argv
-  from jaxgen.jax_setup import configure_jax
-
-  configure_jax(FLAGS.num_cpu_devices)
+  runtime.configure_jax()
   from jaxgen import inference
   from jaxgen.eval import evaluate
 
@@ -142,4 +140,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=runtime.parse_flags)

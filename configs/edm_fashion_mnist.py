@@ -1,11 +1,14 @@
 r"""EDM (Karras et al. 2022) on Fashion-MNIST: the DDPM config's UNet trained with EDM's
 preconditioning, log-normal noise levels and loss weight, sampled with Heun at Karras levels.
 
-Run (CPU demo):
-  jaxgen-train --config=configs/edm_fashion_mnist.py:demo --workdir=runs/edm_demo
+Run (CPU demo: `make demo`):
+  jaxgen-train --config=configs/edm_fashion_mnist.py:demo --workdir=runs/demo
 
 Variants (after the colon): demo, tiny and (none), as in ddpm_fashion_mnist.py, whose fields
-these are; only config.diffusion differs.
+these are; config.diffusion and config.ema differ, and the demo is class-conditional:
+  demo     the DDPM demo's 0.7M-parameter UNet with a class embedding, 1,600 steps at batch
+           64, sampled with classifier-free guidance 2.0; grids of 100 samples, one row per
+           class. `make demo`: half the FD-FMNIST of the DDPM demo in the same CPU time.
 """
 
 import ddpm_fashion_mnist
@@ -20,7 +23,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # EDM2's power-function EMAs beside the usual one, with a snapshot at every checkpoint:
   # `jaxgen-eval posthoc_ema` picks the EMA width after training.
   config.ema.update(dict(power_sigma_rels=(0.05, 0.1), snapshot_every=config.checkpoint_every))
-  if arg == 'tiny':
+  if arg == 'demo':
+    # Class-conditional (labels dropped to the null class 10% of the time), guided at 2.0.
+    config.model.num_classes = 10
+    config.diffusion.guidance_scale = 2.0
+    config.num_sample_images = 100
+  elif arg == 'tiny':
     config.diffusion.sample_steps = 3
     config.ema.snapshot_every = 2
   return config

@@ -4,6 +4,8 @@ kill -9 and SIGTERM: test_failures.py.)"""
 import json
 import os
 import shutil
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -176,6 +178,26 @@ def test_sample_cli_writes_grid_and_npz_in_batches(tmp_path):
     api.sample(workdir, num_images=2, options={'stepz': 3})
   with pytest.raises(ValueError, match=r"sample option steps='x' is not a valid int"):
     api.sample(workdir, num_images=2, options={'steps': 'x'})
+
+  # The sampler table (benchmarks/sampler_table.py) on the same run: every cell measured
+  # once, kept in its JSON lines, and skipped when the command runs again.
+  from conftest import REPO, untrained_classifier
+  table = ['benchmarks/sampler_table.py', f'--workdir={workdir}', '--num_samples=8',
+           '--samplers=euler,heun', '--nfe=3', '--reference_steps=4', '--num_cpu_devices=2',
+           f'--classifier_dir={untrained_classifier(tmp_path / "clf")}']
+  first = subprocess.run([sys.executable, *table], capture_output=True, text=True, cwd=REPO,
+                         timeout=300)
+  assert first.returncode == 0, first.stderr[-2000:]
+  rows = [json.loads(line) for line in open(f'{workdir}/eval/sampler_table.jsonl')]
+  assert [(r['sampler'], r['steps'], r['nfe']) for r in rows] == [
+      ('euler', 3, 3), ('heun', 2, 3), ('ddpm', 4, 4)]
+  assert '| sampler | NFE 3 |' in first.stdout and '| heun |' in first.stdout
+  assert 'reference: ddpm at 4 NFE' in first.stdout
+  again = subprocess.run([sys.executable, *table], capture_output=True, text=True, cwd=REPO,
+                         timeout=300)
+  assert again.returncode == 0 and 'FD-FMNIST' in again.stdout
+  assert len(open(f'{workdir}/eval/sampler_table.jsonl').readlines()) == 3
+  assert 'steps (' not in again.stdout  # no cell sampled again
 
 
 def test_sample_from_empty_workdir_is_a_clear_error(tmp_path):
