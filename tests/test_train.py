@@ -182,9 +182,15 @@ def test_sample_cli_writes_grid_and_npz_in_batches(tmp_path):
   # The sampler table (benchmarks/sampler_table.py) on the same run: every cell measured
   # once, kept in its JSON lines, and skipped when the command runs again.
   from conftest import REPO, untrained_classifier
-  table = ['benchmarks/sampler_table.py', f'--workdir={workdir}', '--num_samples=8',
+  from jaxgen.eval import classifier
+  clf = untrained_classifier(tmp_path / 'clf')
+  images = np.random.default_rng(0).integers(0, 256, (96, 28, 28, 1), dtype=np.uint8)
+  labels = np.arange(96) % 10
+  classifier.write_reference(clf, classifier.load(clf)[0], None,
+                             splits=((images[:64], labels[:64]), (images[64:], labels[64:])))
+  table = ['benchmarks/sampler_table.py', f'--workdir={workdir}', '--num_samples=16',
            '--samplers=euler,heun', '--nfe=3', '--reference_steps=4', '--num_cpu_devices=2',
-           f'--classifier_dir={untrained_classifier(tmp_path / "clf")}']
+           f'--classifier_dir={clf}']
   first = subprocess.run([sys.executable, *table], capture_output=True, text=True, cwd=REPO,
                          timeout=300)
   assert first.returncode == 0, first.stderr[-2000:]
