@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import time
 
@@ -33,6 +34,8 @@ flags.DEFINE_integer('seed', 0, 'The same noise for every cell.')
 flags.DEFINE_list('samplers', ['euler', 'heun', 'dpmpp_2m', 'dpmpp_3m'], 'Rows.')
 flags.DEFINE_list('nfe', ['10', '20', '35', '50'], 'Columns: network evaluations per image.')
 flags.DEFINE_string('spacing', None, "Noise levels (default: the run's diffusion.spacing).")
+flags.DEFINE_float('guidance_scale', None, "Classifier-free guidance (default: the run's "
+                   'diffusion.guidance_scale); 1: the conditional model, half the evaluations.')
 flags.DEFINE_integer('reference_steps', 1000, 'Steps of the reference row; 0: none.')
 flags.DEFINE_string('inception_weights', None, 'pt_inception weights: adds FID.')
 flags.DEFINE_string('reference', None, 'Inception statistics of the real images (for FID).')
@@ -99,27 +102,34 @@ def main(argv):
   if os.path.exists(results):
     with open(results) as f:
       done = [json.loads(line) for line in f if line.strip()]
+  guidance = (FLAGS.guidance_scale if FLAGS.guidance_scale is not None
+              else dcfg.get('guidance_scale', 1.0))
   key = lambda r: (r['sampler'], r['steps'], r['spacing'], r['num_samples'], r['step'],
-                   r['seed'])
+                   r['seed'], r.get('guidance_scale', 1.0))
   have = {key(r): r for r in done}
   todo = cells(FLAGS.samplers, [int(n) for n in FLAGS.nfe], reference_sampler,
                FLAGS.reference_steps)
   print(f'{FLAGS.workdir} step {step}: {dcfg.formulation} model, {len(todo)} cells of '
-        f'{FLAGS.num_samples} samples at {spacing} levels', flush=True)
+        f'{FLAGS.num_samples} samples at {spacing} levels, guidance {guidance}', flush=True)
   rows = []
   for sampler, steps in todo:
     # The reference is sampled at the trained levels where the model has them.
     cell_spacing = 'trained' if (sampler, steps) == (reference_sampler, FLAGS.reference_steps) \
         and dcfg.formulation == 'ddpm' else spacing
     row = dict(sampler=sampler, steps=steps, nfe=nfe_of(sampler, steps), spacing=cell_spacing,
-               num_samples=FLAGS.num_samples, step=step, seed=FLAGS.seed)
+               num_samples=FLAGS.num_samples, step=step, seed=FLAGS.seed,
+               guidance_scale=guidance)
     if key(row) in have:
       rows.append(have[key(row)])
       continue
+    # The cell's batches are kept until its row is written: a stopped table resumes mid-cell
+    # (the 1000-step reference takes hours on a CPU).
+    batches = f"{results}.batches/{'_'.join(str(v) for v in key(row))}_{FLAGS.batch_size}"
     start = time.perf_counter()
     images = inference.generate(s, state, FLAGS.num_samples, FLAGS.batch_size, FLAGS.seed,
-                                sampler=sampler, steps=steps, spacing=cell_spacing)
-    row['seconds'] = time.perf_counter() - start
+                                cache_dir=batches, sampler=sampler, steps=steps,
+                                spacing=cell_spacing, guidance_scale=guidance)
+    row['seconds'] = time.perf_counter() - start  # of this sitting only, when resumed
     row.update({k: v for k, v in evaluate.fmnist_metrics(images, FLAGS.classifier_dir).items()
                 if not k.startswith('class_fraction')})
     if FLAGS.inception_weights:
@@ -128,6 +138,7 @@ def main(argv):
           f"in {row['seconds']:.0f}s", flush=True)
     with open(results, 'a') as f:
       f.write(json.dumps(row) + '\n')
+    shutil.rmtree(batches)
     rows.append(row)
   reference = rows[-1] if FLAGS.reference_steps else None
   grid = rows[:-1] if reference else rows

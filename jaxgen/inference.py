@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import os
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -99,19 +100,35 @@ def check_generates(s: build.Setup) -> None:
 
 
 def generate(s: build.Setup, state, num_samples: int, batch_size: int, seed: int,
-             **options) -> np.ndarray:
+             cache_dir: str | None = None, **options) -> np.ndarray:
   """`num_samples` uint8 images, `batch_size` at a time over the mesh, with a progress line.
   Batch i draws from `fold_in(key(seed), i)`. Batches are rounded up to shard evenly over
-  the devices and, for a class-conditional model, to whole cycles of its default labels."""
+  the devices and, for a class-conditional model, to whole cycles of its default labels.
+
+  With `cache_dir`, batch i is saved there as it is drawn and loaded instead of drawn when
+  the file exists, so a long sampling job stopped part way resumes where it stopped. The
+  directory must belong to these arguments (seed, batch size, options, checkpoint): the
+  caller names it.
+  """
   batch_size = min(batch_size, num_samples)
   batch_size += (-batch_size) % math.lcm(jax.device_count(), s.objective.sample_classes or 1)
   sample = build.jit_sample(s, batch_size, **options)
-  key, chunks, done, start = jax.random.key(seed), [], 0, time.perf_counter()
-  while done < num_samples:
-    chunks.append(sample(state, jax.random.fold_in(key, len(chunks))))
-    done += batch_size
-    rate = min(done, num_samples) / (time.perf_counter() - start)
+  key, chunks, drawn, start = jax.random.key(seed), [], 0, time.perf_counter()
+  if cache_dir:
+    os.makedirs(cache_dir, exist_ok=True)
+  for i in range(-(-num_samples // batch_size)):
+    path = cache_dir and os.path.join(cache_dir, f'batch_{i:05d}_of_{batch_size}.npy')
+    if path and os.path.exists(path):
+      chunks.append(np.load(path))
+      continue
+    chunks.append(sample(state, jax.random.fold_in(key, i)))
+    if path and jax.process_index() == 0:
+      np.save(path + '.tmp.npy', chunks[-1])
+      os.replace(path + '.tmp.npy', path)  # a killed job leaves no half-written batch
+    drawn += batch_size
+    done = min(len(chunks) * batch_size, num_samples)
+    rate = drawn / (time.perf_counter() - start)
     if jax.process_index() == 0:
-      metrics.print_line(f'sampled {min(done, num_samples)}/{num_samples} | {rate:.1f} img/s | '
-                         f'ETA {max(num_samples - done, 0) / rate:.0f}s')
+      metrics.print_line(f'sampled {done}/{num_samples} | {rate:.1f} img/s | '
+                         f'ETA {(num_samples - done) / rate:.0f}s')
   return np.concatenate(chunks)[:num_samples]

@@ -14,7 +14,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from conftest import assert_trees_equal, run_cli, tiny_config_with, tiny_run_resumes_exactly
-from jaxgen import api, build, checkpoint, grids, metrics, train
+from jaxgen import api, build, checkpoint, grids, inference, metrics, train
 from jaxgen.data import fashion_mnist
 
 FMNIST_FILES = os.path.join(fashion_mnist.DEFAULT_IDX_DIR, 'train-images-idx3-ubyte.gz')
@@ -178,6 +178,20 @@ def test_sample_cli_writes_grid_and_npz_in_batches(tmp_path):
     api.sample(workdir, num_images=2, options={'stepz': 3})
   with pytest.raises(ValueError, match=r"sample option steps='x' is not a valid int"):
     api.sample(workdir, num_images=2, options={'steps': 'x'})
+
+  # With a cache directory a stopped sampling job resumes: batches on disk are loaded, not
+  # drawn again, and the missing ones are drawn with their own keys.
+  s, state, _, _ = inference.restore_for_sampling(workdir)
+  n, cache = jax.device_count(), tmp_path / 'batches'
+  first = inference.generate(s, state, 2 * n - 1, n, 0, cache_dir=str(cache), sampler='ddim',
+                             steps=2)
+  files = sorted(cache.iterdir())
+  assert [f.name for f in files] == [f'batch_00000_of_{n}.npy', f'batch_00001_of_{n}.npy']
+  np.save(files[0], np.zeros((n, 28, 28, 1), np.uint8))
+  files[1].unlink()
+  again = inference.generate(s, state, 2 * n - 1, n, 0, cache_dir=str(cache), sampler='ddim',
+                             steps=2)
+  assert not again[:n].any() and np.array_equal(again[n:], first[n:])
 
   # The sampler table (benchmarks/sampler_table.py) on the same run: every cell measured
   # once, kept in its JSON lines, and skipped when the command runs again.
