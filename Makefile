@@ -4,7 +4,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo eval-demo vae-demo ae-demo gan-demo pix2pix-demo cyclegan-demo test lint data \
+.PHONY: demo eval-demo vae-demo ae-demo gan-demo pix2pix-demo cyclegan-demo test lint data bench-torch \
   clean-demo constraints
 
 # Installs the exact versions of constraints.txt (pyproject.toml has the ranges).
@@ -106,6 +106,19 @@ test: $(STAMP)
 	$(BIN)/ruff check jaxgen tests configs benchmarks
 	$(BIN)/shellcheck launch/*.sh launch/slurm.sbatch scripts/*.sh .ci/run
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=12
+
+# jaxgen against PyTorch (diffusers' UNet2DModel, oneDNN) on this CPU, side by side:
+# benchmarks/vs_pytorch.py in its own venv, so neither is a dependency of jaxgen.
+BENCH_VENV ?= .venv-bench
+BENCH_CASES ?= demo_b64,cifar10_b8,cifar10_b32,demo_sample
+$(BENCH_VENV)/.installed: benchmarks/requirements-torch.txt
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install -q --upgrade pip
+	$(BENCH_VENV)/bin/pip install -q -r benchmarks/requirements-torch.txt
+	touch $@
+bench-torch: $(STAMP) $(BENCH_VENV)/.installed
+	$(BIN)/python benchmarks/vs_pytorch.py --torch_python=$(BENCH_VENV)/bin/python \
+	  --cases=$(BENCH_CASES)
 
 clean-demo:
 	rm -rf runs/demo runs/vae_demo runs/ae_demo runs/gan_demo runs/pix2pix_demo runs/cyclegan_demo

@@ -23,11 +23,15 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from jaxgen import runtime  # noqa: E402
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file('config', None, 'Config file, optionally path.py:variant.')
-flags.DEFINE_integer('batch_size', 8, 'Global batch size of the benchmarked step.')
-flags.DEFINE_integer('steps', 5, 'Timed steps (after one warm-up step).')
-flags.DEFINE_integer('matmul_size', 4096, 'Side of the square matrices for the peak.')
-flags.mark_flags_as_required(['config'])
+
+
+def define_flags() -> None:
+  """This program's flags (not defined on import: benchmarks/vs_pytorch.py imports it)."""
+  config_flags.DEFINE_config_file('config', None, 'Config file, optionally path.py:variant.')
+  flags.DEFINE_integer('batch_size', 8, 'Global batch size of the benchmarked step.')
+  flags.DEFINE_integer('steps', 5, 'Timed steps (after one warm-up step).')
+  flags.DEFINE_integer('matmul_size', 4096, 'Side of the square matrices for the peak.')
+  flags.mark_flags_as_required(['config'])
 
 
 def matmul_peak(size: int, repeats: int = 5) -> float:
@@ -58,37 +62,53 @@ def step_flops(s, state, batch, rng) -> float:
   return float(cost['flops'])
 
 
-def main(argv):
-  del argv
-  runtime.configure_jax()
-  import jax
+def random_batch(s, batch_size: int):
+  """A batch of the shapes the family declares (images in [-1, 1], labels in 0..9), laid
+  out on the mesh."""
   import numpy as np
 
-  from jaxgen import build
-  from jaxgen import state as state_lib
   from jaxgen.data import pipeline
 
-  config = FLAGS.config
+  rng = np.random.default_rng(0)
+  return pipeline.global_batch(
+      {name: (rng.uniform(-1, 1, shape) if np.dtype(dtype).kind == 'f' else
+              rng.integers(0, 10, shape)).astype(dtype)
+       for name, (shape, dtype) in s.objective.batch_shapes(batch_size).items()},
+      s.batch_sharding)
+
+
+def compiled_step(config, batch_size: int):
+  """(setup, state, batch, key, compiled step, FLOPs per step, compile seconds) of
+  `config` at `batch_size`, the batch split over all devices; one step already run."""
+  import jax
+
+  from jaxgen import build
+
   with config.unlocked():
-    config.global_batch_size = FLAGS.batch_size
+    config.global_batch_size = batch_size
     config.mesh.data, config.mesh.fsdp = -1, 1
   s = build.setup(config)
   state = build.init_state(s, jax.random.key(0))
-  # A random batch of the shapes the family declares (images in [-1, 1], labels in 0..9).
-  rng = np.random.default_rng(0)
-  batch = pipeline.global_batch(
-      {name: (rng.uniform(-1, 1, shape) if np.dtype(dtype).kind == 'f' else
-              rng.integers(0, 10, shape)).astype(dtype)
-       for name, (shape, dtype) in s.objective.batch_shapes(FLAGS.batch_size).items()},
-      s.batch_sharding)
+  batch = random_batch(s, batch_size)
   key = jax.random.key(1)
   flops = step_flops(s, state, batch, key)
-
   start = time.perf_counter()
   compiled = build.jit_train_step(s).lower(state, batch, key).compile()
   compile_s = time.perf_counter() - start
   state, _ = compiled(state, batch, key)
   jax.block_until_ready(state)
+  return s, state, batch, key, compiled, flops, compile_s
+
+
+def main(argv):
+  del argv
+  runtime.configure_jax()
+  import jax
+
+  from jaxgen import state as state_lib
+
+  config = FLAGS.config
+  s, state, batch, key, compiled, flops, compile_s = compiled_step(config, FLAGS.batch_size)
   times = []
   for i in range(FLAGS.steps):
     start = time.perf_counter()
@@ -112,4 +132,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main, flags_parser=runtime.parse_flags)
