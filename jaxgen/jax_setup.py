@@ -6,7 +6,11 @@ directly, before anything touches a JAX device.
 
 from __future__ import annotations
 
+import ctypes
+import importlib.metadata
+import importlib.util
 import os
+import sys
 
 import jax
 
@@ -19,7 +23,10 @@ def configure_jax(*, num_cpu_devices: int | None = None,
                   process_id: int | None = None, distributed_timeout_s: int = 300) -> None:
   """Set CPU devices (default: one per core; ignored on TPU/GPU), JAX's persistent
   compilation cache ('' or None: off; JAX_COMPILATION_CACHE_DIR wins), and join a
-  multi-process job (explicitly, or as SLURM / a multi-host Cloud TPU says)."""
+  multi-process job (explicitly, or as SLURM / a multi-host Cloud TPU says). On CPU it
+  also makes glibc keep the memory XLA frees (`keep_freed_host_memory`)."""
+  if runs_on_cpu():
+    keep_freed_host_memory()
   if compilation_cache_dir and not os.environ.get('JAX_COMPILATION_CACHE_DIR'):
     cache = compilation_cache_dir
     jax.config.update('jax_compilation_cache_dir',
@@ -35,3 +42,39 @@ def configure_jax(*, num_cpu_devices: int | None = None,
   elif (int(os.environ.get('SLURM_NTASKS', '1')) > 1 or
         len(os.environ.get('TPU_WORKER_HOSTNAMES', '').split(',')) > 1):
     jax.distributed.initialize(**timeouts)  # auto-detects SLURM / multi-host Cloud TPU
+
+
+def runs_on_cpu() -> bool:
+  """Whether JAX will pick the CPU: JAX_PLATFORMS says so, or no accelerator plugin (a PJRT
+  plugin such as CUDA's, or libtpu) is installed."""
+  platforms = os.environ.get('JAX_PLATFORMS') or jax.config.jax_platforms
+  if platforms:
+    return platforms.split(',')[0] == 'cpu'
+  return not (importlib.metadata.entry_points(group='jax_plugins') or
+              importlib.util.find_spec('libtpu'))
+
+
+# mallopt parameters (glibc's malloc.h)
+M_TRIM_THRESHOLD, M_MMAP_MAX, M_ARENA_MAX = -1, -4, -8
+
+
+def keep_freed_host_memory() -> bool:
+  """Serve XLA's CPU buffers from one glibc heap that keeps what is freed, so each step
+  reuses the pages of the last one. Must run before JAX starts its device threads.
+
+  On CPU every execution mallocs its temporary and output buffers (the demo's train step:
+  151 MB per device) on the device's thread. glibc serves a block that size with a fresh
+  mmap (a thread's arena heap holds at most 64 MB) and unmaps it on free, so every step
+  faulted in ~300 MB of zeroed pages again: 74,000 minor faults per step, 21% of CPU time
+  in the kernel, in the demo. One arena (threads share the main heap), no mmap, and a
+  1 GiB trim threshold keep those pages mapped: 14 faults per step, 0.3% system time.
+  Returns whether glibc took all three settings (False elsewhere: macOS, musl)."""
+  if not sys.platform.startswith('linux'):
+    return False
+  try:
+    libc = ctypes.CDLL('libc.so.6')
+    mallopt = libc.mallopt
+  except (OSError, AttributeError):
+    return False
+  settings = ((M_ARENA_MAX, 1), (M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, 1 << 30))
+  return all(mallopt(param, value) == 1 for param, value in settings)

@@ -10,7 +10,10 @@ os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
 
 import jax  # noqa: E402
 
+from jaxgen import jax_setup  # noqa: E402
+
 jax.config.update('jax_num_cpu_devices', 8)
+jax_setup.keep_freed_host_memory()  # before the devices exist, as the programs do
 
 import socket  # noqa: E402
 import subprocess  # noqa: E402
