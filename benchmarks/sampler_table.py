@@ -61,23 +61,27 @@ def cells(samplers, nfes, reference_sampler: str, reference_steps: int):
   return out
 
 
-def table(rows: list[dict], reference: dict | None, metric: str) -> str:
-  """A markdown table: one row per sampler, one column per NFE, the metric and its ratio to
-  the reference in each cell."""
+def table(rows: list[dict], nfes: list[int], reference: dict | None, metric: str) -> str:
+  """A markdown table: one row per sampler, one column per NFE budget, the metric and its
+  ratio to the reference in each cell. Heun's cells sit under the budget they were drawn
+  for (2N - 1 evaluations: 9 under 10) and say their own count."""
   samplers = list(dict.fromkeys(r['sampler'] for r in rows))
-  nfes = sorted({r['nfe'] for r in rows})
   lines = ['| sampler | ' + ' | '.join(f'NFE {n}' for n in nfes) + ' |',
            '|---' * (len(nfes) + 1) + '|']
   for sampler in samplers:
     values = []
     for n in nfes:
-      cell = next((r for r in rows if r['sampler'] == sampler and r['nfe'] == n), None)
+      cell = next((r for r in rows if r['sampler'] == sampler
+                   and r['steps'] == steps_for(sampler, n)), None)
       if cell is None:
         values.append('')
-      elif reference:
-        values.append(f'{cell[metric]:.2f} ({cell[metric] / reference[metric]:.2f}x)')
-      else:
-        values.append(f'{cell[metric]:.2f}')
+        continue
+      value = f'{cell[metric]:.2f}'
+      if reference:
+        value += f' ({cell[metric] / reference[metric]:.2f}x)'
+      if cell['nfe'] != n:
+        value += f" [{cell['nfe']}]"
+      values.append(value)
     lines.append(f'| {sampler} | ' + ' | '.join(values) + ' |')
   if reference:
     lines.append(f"\nreference: {reference['sampler']} at {reference['nfe']} NFE: "
@@ -107,7 +111,8 @@ def main(argv):
   key = lambda r: (r['sampler'], r['steps'], r['spacing'], r['num_samples'], r['step'],
                    r['seed'], r.get('guidance_scale', 1.0))
   have = {key(r): r for r in done}
-  todo = cells(FLAGS.samplers, [int(n) for n in FLAGS.nfe], reference_sampler,
+  nfes = [int(n) for n in FLAGS.nfe]
+  todo = cells(FLAGS.samplers, nfes, reference_sampler,
                FLAGS.reference_steps)
   print(f'{FLAGS.workdir} step {step}: {dcfg.formulation} model, {len(todo)} cells of '
         f'{FLAGS.num_samples} samples at {spacing} levels, guidance {guidance}', flush=True)
@@ -144,10 +149,10 @@ def main(argv):
   grid = rows[:-1] if reference else rows
   print(f"\nFD-FMNIST, {FLAGS.num_samples} samples (real-data floor "
         f"{rows[0]['fd_fmnist_floor']:.2f}); in brackets: over the reference\n")
-  print(table(grid, reference, 'fd_fmnist'))
+  print(table(grid, nfes, reference, 'fd_fmnist'))
   if FLAGS.inception_weights:
     print('\nFID\n')
-    print(table(grid, reference, 'fid'))
+    print(table(grid, nfes, reference, 'fid'))
 
 
 if __name__ == '__main__':
