@@ -13,9 +13,9 @@ from __future__ import annotations
 import json
 import math
 import sys
-import time
 
 import torch
+import worker_protocol
 from diffusers import UNet2DModel
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -154,19 +154,11 @@ def main() -> None:
   with FlopCounterMode(display=False) as count:  # also the warm-up: oneDNN picks its kernels
     run()
   run()
-  print('ready ' + json.dumps({
+  worker_protocol.serve({
       'flops': count.get_total_flops(),
       'params': sum(p.numel() for p in model.parameters()), 'threads': torch.get_num_threads(),
-      'torch': torch.__version__, 'onednn': torch.backends.mkldnn.is_available()}), flush=True)
-  for line in sys.stdin:
-    command = line.split()
-    if command[0] == 'quit':
-      break
-    start = time.perf_counter()
-    for _ in range(int(command[1])):
-      run()
-    print(f'time {time.perf_counter() - start}', flush=True)
-
+      'torch': torch.__version__, 'onednn': torch.backends.mkldnn.is_available()},
+      lambda i: run())
 
 if __name__ == '__main__':
   main()

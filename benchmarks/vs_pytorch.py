@@ -83,6 +83,7 @@ def jax_worker(case: str) -> None:
   """The jaxgen side: compile, warm up, then answer `run N` lines with their seconds."""
   import jax
   import train_step
+  import worker_protocol
 
   from jaxgen import build
   from jaxgen import state as state_lib
@@ -110,21 +111,9 @@ def jax_worker(case: str) -> None:
     def run(i):
       sample(state, jax.random.key(i))
   peak = train_step.matmul_peak(FLAGS.matmul_size)
-  print('ready ' + json.dumps({
+  worker_protocol.serve({
       'params': state_lib.count_params(state['params']), 'flops': flops, 'peak': peak,
-      'compile_s': compile_s, 'devices': jax.device_count(), 'jax': jax.__version__}),
-        flush=True)
-  i = 0
-  for line in sys.stdin:
-    command = line.split()
-    if command[0] == 'quit':
-      break
-    start = time.perf_counter()
-    for _ in range(int(command[1])):
-      i += 1
-      run(i)
-    print(f'time {time.perf_counter() - start}', flush=True)
-
+      'compile_s': compile_s, 'devices': jax.device_count(), 'jax': jax.__version__}, run)
 
 TORCH_PEAK = r"""
 import sys, time, torch
