@@ -108,8 +108,12 @@ def generate(s: build.Setup, state, num_samples: int, batch_size: int, seed: int
   With `cache_dir`, batch i is saved there as it is drawn and loaded instead of drawn when
   the file exists, so a long sampling job stopped part way resumes where it stopped. The
   directory must belong to these arguments (seed, batch size, options, checkpoint): the
-  caller names it.
+  caller names it. One process only: every process must draw the same batches.
   """
+  if cache_dir and jax.process_count() > 1:
+    raise ValueError(f'generate(cache_dir={cache_dir!r}) runs in one process: with '
+                     f'{jax.process_count()}, the processes could disagree on which batches '
+                     'are cached and draw different ones; leave cache_dir unset')
   batch_size = min(batch_size, num_samples)
   batch_size += (-batch_size) % math.lcm(jax.device_count(), s.objective.sample_classes or 1)
   sample = build.jit_sample(s, batch_size, **options)
@@ -122,7 +126,7 @@ def generate(s: build.Setup, state, num_samples: int, batch_size: int, seed: int
       chunks.append(np.load(path))
       continue
     chunks.append(sample(state, jax.random.fold_in(key, i)))
-    if path and jax.process_index() == 0:
+    if path:
       np.save(path + '.tmp.npy', chunks[-1])
       os.replace(path + '.tmp.npy', path)  # a killed job leaves no half-written batch
     drawn += batch_size

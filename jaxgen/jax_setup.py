@@ -80,4 +80,4 @@ def keep_freed_host_memory() -> bool:
     return False
   # A trim threshold of -1 is SIZE_MAX to glibc: the top of the heap is never given back.
   settings = ((M_ARENA_MAX, 1), (M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, -1))
-  return all(mallopt(param, value) == 1 for param, value in settings)
+  return all([mallopt(param, value) == 1 for param, value in settings])  # each one tried

@@ -10,11 +10,13 @@ from conftest import REPO
 # glibc thread arena holds, so by default each call maps fresh pages for them.
 SCRIPT = r"""
 import resource, sys
-from jaxgen import jax_setup
-if sys.argv[1] == 'keep':
-  assert jax_setup.keep_freed_host_memory()
 import jax, jax.numpy as jnp
-jax.config.update('jax_num_cpu_devices', 2)
+from jaxgen import jax_setup
+if sys.argv[1] == 'keep':  # as every program does (the suite runs with JAX_PLATFORMS=cpu)
+  assert jax_setup.runs_on_cpu()
+  jax_setup.configure_jax(num_cpu_devices=2, compilation_cache_dir=None)
+else:
+  jax.config.update('jax_num_cpu_devices', 2)
 sharding = jax.sharding.NamedSharding(jax.make_mesh((2,), ('d',)), jax.sharding.PartitionSpec('d'))
 x = jax.device_put(jnp.ones((2, 2**24), jnp.float32), sharding)
 f = jax.jit(lambda x: jnp.cumsum(jnp.exp(x), axis=1) * 2)
