@@ -219,3 +219,27 @@ def test_after_a_skipped_step_the_optimizer_follows_the_state_step():
   reference['step'] = np.int32(1)
   reference, _ = step(reference, good, jax.random.key(2))
   assert_trees_equal(_without_step(state), _without_step(reference))
+
+
+# One tiny config per family that trains without a frozen first stage (latent diffusion
+# runs the diffusion objective, covered by edm).
+FAMILY_CONFIGS = ('edm_fashion_mnist', 'vae_fashion_mnist', 'autoencoder_kl_fashion_mnist',
+                  'dcgan_fashion_mnist', 'stylegan2_fashion_mnist', 'pix2pix_edges2fashion',
+                  'cyclegan_sneaker2boot')
+
+
+@pytest.mark.parametrize('config_name', FAMILY_CONFIGS)
+def test_every_family_reports_the_gradient_norm_of_each_optimizer(config_name):
+  # nonfinite.guard does not read the optimizer moments and EMAs (nonfinite.DERIVED): they
+  # stay finite because every gradient that updates them has its global norm in the
+  # step's metrics. Traced only (eval_shape), nothing compiled.
+  s = build.setup(tiny_config_with(config_name))
+  batch = {name: jax.ShapeDtypeStruct(shape, dtype)
+           for name, (shape, dtype) in s.objective.batch_shapes(s.config.global_batch_size).items()}
+  _, step_metrics = jax.eval_shape(s.objective.train_step, s.abstract_state, batch,
+                                   jax.random.key(0))
+  opt_state = s.abstract_state['opt_state']
+  optimizers = len(opt_state) if isinstance(opt_state, dict) else 1
+  norms = [name for name in step_metrics if name.endswith('grad_norm')]
+  assert len(norms) == optimizers, (norms, optimizers)
+  assert set(s.abstract_state) - set(nonfinite.DERIVED) >= {'params', 'step'}
