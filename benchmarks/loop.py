@@ -8,7 +8,8 @@ Four numbers, each next to the bare step measured in the same run:
               the non-finite guard, the on-device metric averages, progress lines and
               TensorBoard records) over --steps steps in a fresh workdir, counted from its
               first progress line to its last (so without the compile), against the same
-              compiled step called on one batch already on the devices. Alternating,
+              step (batch split over all devices, as benchmarks/train_step.py builds it)
+              called on one batch already on the devices. Alternating,
               --rounds times each. Also the system time as a fraction of this process's
               CPU time (getrusage, all threads) and its minor page faults per step, over the
               same windows.
@@ -64,16 +65,19 @@ class Usage:
 def watch_metrics(path: str, first_step: int, last_step: int, marks: dict) -> threading.Thread:
   """Records Usage when the progress record of `first_step` and of `last_step` appears."""
 
-  def poll():
+  def poll():  # re-reads the file only when it grew, so it barely competes with the loop
+    size = 0
     while 'last' not in marks:
-      if os.path.exists(path):
-        with open(path) as f:
-          steps = [json.loads(line)['step'] for line in f if line.strip()]
-        if first_step in steps and 'first' not in marks:
-          marks['first'] = Usage()
-        if last_step in steps:
-          marks['last'] = Usage()
-      time.sleep(0.02)
+      time.sleep(0.05)
+      if not os.path.exists(path) or os.path.getsize(path) == size:
+        continue
+      size = os.path.getsize(path)
+      with open(path) as f:
+        steps = [json.loads(line)['step'] for line in f if line.strip()]
+      if first_step in steps and 'first' not in marks:
+        marks['first'] = Usage()
+      if last_step in steps:
+        marks['last'] = Usage()
 
   thread = threading.Thread(target=poll, daemon=True)
   thread.start()

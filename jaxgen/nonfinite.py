@@ -9,7 +9,7 @@ moments and the EMAs of the parameters, about five times the parameters' size). 
 finite whenever the gradients and the parameters are: every family reports the global norm
 of each gradient it applies, and a norm is finite only when every squared gradient is
 (so are Adam's second moments, which sum those squares). Reading them every step cost
-~4% of the DDPM CIFAR-10 step on CPU (benchmarks/vs_pytorch.py, issue 16). No host
+~4% of the DDPM CIFAR-10 step on a 2-core CPU (a profiler trace, issue 16). No host
 sync is added: the flags travel with the metrics. The loop then applies
 `config.nonfinite_policy`:
 
