@@ -1,0 +1,102 @@
+"""The checkpoint format: small replicated arrays packed per dtype (checkpoint.pack), restored
+exactly onto any layout, and checkpoints written before packing still read."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from conftest import tiny_config_with
+from jaxgen import checkpoint
+
+
+def _mesh():
+  return jax.make_mesh((8,), ('data',), axis_types=(jax.sharding.AxisType.Explicit,))
+
+
+def _state(mesh):
+  rng = np.random.default_rng(0)
+  put = lambda x, spec=None: jax.device_put(x, NamedSharding(mesh, spec or P()))
+  return {
+      'params': {'a': put(rng.normal(size=(3, 5)).astype(np.float32)),
+                 'b': put(rng.normal(size=(8,)).astype(np.float32)),
+                 'big': put(rng.normal(size=(512, 1024)).astype(np.float32)),  # 2 MiB
+                 'sharded': put(rng.normal(size=(16, 4)).astype(np.float32), P('data')),
+                 'half': put(rng.normal(size=(7,)).astype(jnp.bfloat16))},
+      'step': put(np.int32(12)),
+      'rng': put(jax.random.key_data(jax.random.key(3))),
+      'scale': put(np.float32(0.25)),
+  }
+
+
+def _target(state, specs=None):
+  specs = specs or {}
+  return jax.tree_util.tree_map_with_path(
+      lambda path, x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=NamedSharding(
+          x.sharding.mesh, specs.get(jax.tree_util.keystr(path, simple=True, separator='/'),
+                                     x.sharding.spec))), state)
+
+
+def _assert_same(state, restored, target):
+  for (path, x), y, t in zip(jax.tree_util.tree_flatten_with_path(state)[0],
+                             jax.tree.leaves(restored), jax.tree.leaves(target)):
+    assert y.dtype == x.dtype and y.shape == x.shape, path
+    np.testing.assert_array_equal(np.asarray(y), np.asarray(x), err_msg=str(path))
+    assert y.sharding == t.sharding, path
+
+
+def test_small_replicated_arrays_are_packed_and_restore_exactly_onto_any_layout(tmp_path):
+  state = _state(_mesh())
+  ckpt = checkpoint.Checkpointer(str(tmp_path), use_async=False)
+  ckpt.save(1, state, None, tiny_config_with(), force=True)
+  layout = json.loads((ckpt.directory / '1' / 'layout' / 'metadata').read_text())
+  # One array per dtype for the small replicated leaves; the 2 MiB and the sharded one alone.
+  packed = {group['dtype']: [key for key, _, _ in group['leaves']]
+            for group in layout['packed'].values()}
+  assert packed == {'float32': ['params/a', 'params/b', 'scale'], 'bfloat16': ['params/half'],
+                    'uint32': ['rng'], 'int32': ['step']}
+  assert sorted(layout['plain']) == ['params/big', 'params/sharded']
+  items = {p.name for p in (ckpt.directory / '1').iterdir()}
+  assert {'arrays', 'config', 'layout'} <= items and 'state' not in items
+  # The same layout, and another one: packed leaves sharded, the sharded leaf replicated.
+  for specs in ({}, {'params/b': P('data'), 'params/sharded': P(), 'params/big': P('data')}):
+    target = _target(state, specs)
+    _assert_same(state, ckpt.restore(1, target), target)
+  ckpt.close()
+
+
+def test_a_checkpoint_written_before_packing_still_restores(tmp_path):
+  state = _state(_mesh())
+  ckpt = checkpoint.Checkpointer(str(tmp_path), use_async=False)
+  ckpt.manager.save(1, args=ocp.args.Composite(
+      state=ocp.args.StandardSave(state),
+      config=ocp.args.JsonSave(json.loads(tiny_config_with().to_json()))))
+  target = _target(state)
+  _assert_same(state, ckpt.restore(1, target), target)
+  ckpt.close()
+
+
+@pytest.mark.parametrize('change', ['missing', 'extra', 'shape'])
+def test_a_checkpoint_of_another_state_is_refused_naming_the_leaf(tmp_path, change):
+  state = _state(_mesh())
+  ckpt = checkpoint.Checkpointer(str(tmp_path), use_async=False)
+  ckpt.save(1, state, None, tiny_config_with(), force=True)
+  target = _target(state)
+  if change == 'missing':
+    del target['params']['a']
+    match = r'the checkpoint holds another state: params/a is not in this state'
+  elif change == 'extra':
+    target['params']['c'] = target['params']['b']
+    match = r'the checkpoint holds another state: params/c is absent there'
+  else:
+    target['params']['a'] = jax.ShapeDtypeStruct((5, 3), np.float32,
+                                                  sharding=target['params']['a'].sharding)
+    match = r'the checkpoint holds another state: params/a is \(3, 5\) there, \(5, 3\) here'
+  with pytest.raises(ValueError, match=match):
+    ckpt.restore(1, target)
+  ckpt.close()
