@@ -8,6 +8,7 @@ import math
 import os
 import re
 import shutil
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -195,6 +196,11 @@ def _restore_target(layout: dict[str, Any], target: Any) -> dict[str, dict[str, 
   return {k: v for k, v in out.items() if v}
 
 
+# orbax's save() is not safe to run on two threads at once (its signals between the steps
+# of a save are numbered per process); the train state and the EMA snapshots save together.
+_ONE_SAVE_AT_A_TIME = threading.Lock()
+
+
 class Checkpointer:
   """Saves every `every` steps (async), keeps the newest `keep`, restores the latest."""
 
@@ -207,6 +213,9 @@ class Checkpointer:
     self.directory = paths.workdir_path(workdir) / subdir
     self._pending: int | None = None  # the step of an async save not yet known to be complete
     self._size, self._sized = 0, None  # bytes of the newest checkpoint, and its step
+    self._background = use_async and not read_only and jax.process_count() == 1
+    self._thread: threading.Thread | None = None
+    self._thread_error: BaseException | None = None
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep, save_interval_steps=every, enable_async_checkpointing=use_async,
         cleanup_tmp_directories=not read_only, create=not read_only, read_only=read_only)
@@ -224,6 +233,7 @@ class Checkpointer:
            config: ml_collections.ConfigDict, *, force: bool = False) -> bool:
     if not force and not self.manager.should_save(step):
       return False
+    self._join()
     if step in self.manager.all_steps():
       return False  # saved before a crash and recomputed since: resumes are exact
     self._check_space(step)
@@ -235,12 +245,38 @@ class Checkpointer:
       # so one JSON position serves any number of processes; grain's own per-process
       # files would tie the checkpoint to the process count.
       items['data'] = ocp.args.JsonSave(data_iterator.get_state())
+    args = ocp.args.Composite(**items)
+    if self._background and not any(isinstance(x, jax.Array)
+                                     for x in arrays.get('plain', {}).values()):
+      # Every array saved is a copy `pack` made, which the next steps cannot donate: orbax's
+      # own host work (~20 ms for the demo) runs beside them. One process only: orbax's
+      # barriers are device computations, which must not interleave with the steps'.
+      self._thread = threading.Thread(target=self._save_in_background, args=(step, args, force),
+                                      name=f'jaxgen-save-{step}')
+      self._thread.start()
+      self._pending = step
+      return True
     try:
-      saved = self.manager.save(step, args=ocp.args.Composite(**items), force=force)
+      saved = self.manager.save(step, args=args, force=force)
     except Exception as e:  # noqa: BLE001  (a failed async save surfaces at the next save)
       self._failed(self._pending or step, e)
     self._pending = step if saved else self._pending
     return saved
+
+  def _save_in_background(self, step: int, args: ocp.args.Composite, force: bool) -> None:
+    try:
+      with _ONE_SAVE_AT_A_TIME:
+        self.manager.save(step, args=args, force=force)
+    except Exception as e:  # noqa: BLE001  (raised by _join, at the next save or wait)
+      self._thread_error = e
+
+  def _join(self) -> None:
+    """Waits for a save running on the background thread; raises its error, if any."""
+    if self._thread is not None:
+      self._thread.join()
+      self._thread, error, self._thread_error = None, self._thread_error, None
+      if error is not None:
+        self._failed(self._pending, error)
 
   def restore(self, step: int, target: Any, data_iterator: grain.DatasetIterator | None = None
               ) -> Any:
@@ -338,6 +374,7 @@ class Checkpointer:
     return ml_collections.ConfigDict(restored['config'])
 
   def wait(self) -> None:
+    self._join()
     try:
       self.manager.wait_until_finished()
     except Exception as e:  # noqa: BLE001
@@ -394,4 +431,6 @@ class Checkpointer:
         'the same command to resume') from error
 
   def close(self) -> None:
+    if self._thread is not None:
+      self._thread.join()
     self.manager.close()

@@ -100,3 +100,39 @@ def test_a_checkpoint_of_another_state_is_refused_naming_the_leaf(tmp_path, chan
   with pytest.raises(ValueError, match=match):
     ckpt.restore(1, target)
   ckpt.close()
+
+
+def test_an_async_save_outlives_the_state_it_was_given(tmp_path):
+  """The trainer donates the state to the next step right after save() returns: the save
+  (on its background thread) must write copies. The original arrays are deleted at once."""
+  state = _state(_mesh())
+  del state['params']['big'], state['params']['sharded']  # all packed: saved in background
+  expected = jax.tree.map(np.asarray, state)
+  target = _target(state)
+  ckpt = checkpoint.Checkpointer(str(tmp_path), use_async=True)
+  assert ckpt.save(1, state, None, tiny_config_with(), force=True)
+  assert ckpt._thread is not None
+  for x in jax.tree.leaves(state):
+    x.delete()
+  ckpt.wait()
+  restored = ckpt.restore(1, target)
+  ckpt.close()
+  jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, restored), expected)
+
+
+def test_a_background_save_that_fails_is_reported_at_the_next_wait(tmp_path, monkeypatch):
+  state = _state(_mesh())
+  del state['params']['big'], state['params']['sharded']
+  ckpt = checkpoint.Checkpointer(str(tmp_path), use_async=True)
+  ckpt.save(1, state, None, tiny_config_with(), force=True)
+  ckpt.wait()
+
+  def save(*args, **kwargs):
+    raise ValueError('RESOURCE_EXHAUSTED: Failed to write 30825 bytes to file 15: No space '
+                     "left on device [os_error_code='28']")
+  monkeypatch.setattr(ckpt.manager, 'save', save)
+  assert ckpt.save(2, state, None, tiny_config_with(), force=True)  # fails on its thread
+  with pytest.raises(checkpoint.CheckpointError,
+                     match=r'saving the checkpoint of step 2 in \S+ failed: No space left on '
+                           r'device. The newest complete checkpoint is step 1 \(intact'):
+    ckpt.wait()
