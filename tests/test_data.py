@@ -38,6 +38,50 @@ def test_idx_files_become_a_tfds_dataset(tmp_path, idx_dir):
   assert len(pipeline.load_source(cfg)) == 40
 
 
+def test_a_batch_is_read_in_one_call_in_shuffled_order_and_a_bad_record_is_named(
+    tmp_path, idx_dir, monkeypatch):
+  cfg = _data_cfg(tmp_path, idx_dir)
+  source = pipeline.load_source(cfg)
+  calls = []
+
+  class Counting:  # the TFDS source, counting its batch reads
+    def __len__(self):
+      return len(source)
+
+    def __getitem__(self, index):
+      return source[index]
+
+    def __getitems__(self, indices):
+      calls.append(list(indices))
+      return source.__getitems__(indices)
+
+  monkeypatch.setattr(pipeline, 'load_source', lambda *args: Counting())
+  order = list(pipeline._index_batches(40, 8, 3, repeat=False))
+  ds = pipeline.make_dataset(cfg, 8, seed=3, repeat=False)
+  batches = [ds[i] for i in range(len(ds))]
+  assert calls == [[int(i) for i in indices] for indices in order]  # one read per batch
+  for indices, batch in zip(order, batches):
+    np.testing.assert_array_equal(
+        batch['image'], np.stack([pipeline.read_image(source, int(i), cfg, 'train')
+                                  for i in indices]))
+    np.testing.assert_array_equal(batch['label'], [source[int(i)]['label'] for i in indices])
+
+  bad = int(order[0][5])
+
+  class Corrupt(Counting):
+    def __getitem__(self, index):
+      if index == bad:
+        raise ValueError('Failed to decode the record')
+      return source[index]
+
+    def __getitems__(self, indices):
+      return [self[i] for i in indices]
+
+  monkeypatch.setattr(pipeline, 'load_source', lambda *args: Corrupt())
+  with pytest.raises(pipeline.DataError, match=rf"split 'train': example {bad} cannot be read"):
+    pipeline.make_dataset(cfg, 8, seed=3, repeat=False)[0]
+
+
 def test_missing_and_truncated_idx_files_say_how_to_fix(tmp_path, idx_dir):
   with pytest.raises(pipeline.DataError, match='apt-get install dataset-fashion-mnist'):
     pipeline.load_source(_data_cfg(tmp_path, tmp_path / 'nowhere'))

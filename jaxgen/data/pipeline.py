@@ -91,6 +91,20 @@ def _image_of(example: dict[str, np.ndarray], key: str, index: int,
     raise DataError(f'{cfg.name} split {split!r} example {index}{feature}: {e}') from e
 
 
+def read_examples(source, indices: list[int], cfg: ml_collections.ConfigDict, split: str
+                  ) -> list[dict[str, np.ndarray]]:
+  """Examples `indices` of `split`, decoded, read in one call where the source can (TFDS's
+  array_record sources: one parallel read, a third of the time of 64 single reads); a
+  record that fails is then read alone, so the DataError names it."""
+  read_all = getattr(source, '__getitems__', None)
+  if read_all is not None:
+    try:
+      return list(read_all(indices))
+    except Exception:  # noqa: BLE001  (read one by one below: the error names the record)
+      logging.info('a batch read of %s failed; reading its records one by one', cfg.name)
+  return [read_example(source, index, cfg, split) for index in indices]
+
+
 def image_of(example: dict[str, np.ndarray], index: int, cfg: ml_collections.ConfigDict,
              split: str) -> np.ndarray:
   """The preprocessed image of example `index` of `split`; errors name the example."""
@@ -226,8 +240,9 @@ def make_dataset(cfg: ml_collections.ConfigDict, global_batch_size: int, seed: i
     per_domain = global_indices if kind == 'unpaired' else (global_indices,)
     out: dict[str, list] = {}
     for d, ((domain_cfg, domain_split, source), indices) in enumerate(zip(domains, per_domain)):
-      for row, index in enumerate(rows(indices)):
-        example = read_example(source, index, domain_cfg, domain_split)
+      indices = rows(indices)
+      examples = read_examples(source, indices, domain_cfg, domain_split)
+      for row, (index, example) in enumerate(zip(indices, examples)):
         # Random decisions depend on the global position only, not on the process layout.
         rng = np.random.default_rng([seed, batch_number, first_row + row] + [d] * bool(d))
         if kind == 'paired':
