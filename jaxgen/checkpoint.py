@@ -81,7 +81,7 @@ def _use_replica_parallel_for_large_arrays_only() -> None:
 # are concatenated, on the devices, into one 1-D array per dtype, and the item `layout` (JSON)
 # says where each one lies. orbax spends ~0.3 ms of host time per array in save() (the demo's
 # 1,016 arrays held the loop ~0.2-0.4 s, half a step, and slowed the steps after it by its
-# background work); packed, the demo state is 3 arrays. Large or sharded arrays are saved as
+# background work); packed, the demo state is 4 arrays. Large or sharded arrays are saved as
 # themselves, so a sharded model still writes its shards in parallel.
 PACK_BELOW_BYTES = 1 << 20
 ARRAYS_ITEM, LAYOUT_ITEM = 'arrays', 'layout'  # packed checkpoints; older ones hold `state`
