@@ -81,7 +81,7 @@ def _use_replica_parallel_for_large_arrays_only() -> None:
 # are concatenated, on the devices, into one 1-D array per dtype, and the item `layout` (JSON)
 # says where each one lies. orbax spends ~0.3 ms of host time per array in save() (the demo's
 # 1,016 arrays held the loop ~0.2-0.4 s, half a step, and slowed the steps after it by its
-# background work); packed, the demo state is 4 arrays. Large or sharded arrays are saved as
+# background work); packed, the demo state is 2 arrays. Large or sharded arrays are saved as
 # themselves, so a sharded model still writes its shards in parallel.
 PACK_BELOW_BYTES = 1 << 20
 ARRAYS_ITEM, LAYOUT_ITEM = 'arrays', 'layout'  # packed checkpoints; older ones hold `state`
@@ -167,9 +167,9 @@ def unpack(arrays: dict[str, dict[str, Any]], layout: dict[str, Any], target: An
       raise ValueError(f'the checkpoint holds another state: {key} is {shape} there, '
                        f'{wanted[key].shape} here')
 
-  def split(packed):
-    return [packed[name][offset:offset + math.prod(shape)].reshape(shape)
-            for name, _, shape, offset in members]
+  def split(packed):  # cast to the target's dtype, as orbax's own restore does
+    return [packed[name][offset:offset + math.prod(shape)].reshape(shape).astype(
+        wanted[key].dtype) for name, key, shape, offset in members]
 
   shardings = [getattr(wanted[key], 'sharding', None) for _, key, _, _ in members]
   packed = arrays.get('packed', {})
@@ -431,6 +431,5 @@ class Checkpointer:
         'the same command to resume') from error
 
   def close(self) -> None:
-    if self._thread is not None:
-      self._thread.join()
+    self._join()  # a background save that failed is reported, not dropped
     self.manager.close()

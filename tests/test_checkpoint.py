@@ -67,6 +67,14 @@ def test_small_replicated_arrays_are_packed_and_restore_exactly_onto_any_layout(
   for specs in ({}, {'params/b': P('data'), 'params/sharded': P(), 'params/big': P('data')}):
     target = _target(state, specs)
     _assert_same(state, ckpt.restore(1, target), target)
+  # A packed leaf restored onto another dtype is cast to it, as orbax casts the others.
+  target = _target(state)
+  target['params']['a'] = jax.ShapeDtypeStruct((3, 5), jnp.bfloat16,
+                                               sharding=target['params']['a'].sharding)
+  restored = ckpt.restore(1, target)['params']['a']
+  assert restored.dtype == jnp.bfloat16
+  np.testing.assert_array_equal(np.asarray(restored),
+                                np.asarray(state['params']['a']).astype(jnp.bfloat16))
   ckpt.close()
 
 
