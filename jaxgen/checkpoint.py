@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import logging
 import math
 import os
 import re
 import shutil
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -99,16 +99,14 @@ def _signature(leaf: Any) -> tuple | None:
   return (leaf.shape, leaf.dtype, leaf.sharding) if isinstance(leaf, jax.Array) else None
 
 
-_PLANS: dict[Any, tuple] = {}  # (treedef, leaf signatures) -> how pack lays that state out
+_PLANS: dict[Any, tuple] = {}  # treedef -> how pack lays a state of that structure out
 
 
-def _plan(state: Any, treedef: Any, signatures: tuple) -> tuple:
+def _plan(state: Any, leaves: list[Any]) -> tuple:
   """(layout, packed names, leaf indices per packed array, (name, index) of plain leaves, the
-  jitted concatenation): computed once per state structure, as the per-leaf Python of this
-  costs as much as orbax's did."""
-  plan = _PLANS.get((treedef, signatures))
-  if plan is not None:
-    return plan
+  compiled concatenation) of `state`: the per-leaf Python of this costs as much as orbax's
+  did, so `pack` reuses it for every state of the same structure."""
+  signatures = [_signature(leaf) for leaf in leaves]
   groups: dict[tuple[str, Any], list[int]] = {}
   layout, plain = {'packed': {}, 'plain': {}}, []
   keys = list(_flat(state))
@@ -125,14 +123,15 @@ def _plan(state: Any, treedef: Any, signatures: tuple) -> tuple:
     layout['packed'][names[-1]] = {
         'dtype': dtype, 'size': int(offsets[-1]),
         'leaves': [[keys[i], list(signatures[i][0]), int(o)] for i, o in zip(indices, offsets)]}
+  indices = tuple(groups.values())
+  # Compiled ahead of time, so a call checks every packed leaf's shape, dtype and sharding
+  # in C++ and raises on any change (a jitted function would retrace silently, and the
+  # layout above would no longer say where each leaf lies).
   concatenate = jax.jit(
       lambda groups: tuple(jnp.concatenate([jnp.ravel(x) for x in g]) for g in groups),
-      out_shardings=tuple(sharding for _, sharding in groups))
-  if len(_PLANS) > 16:
-    _PLANS.clear()
-  plan = _PLANS[(treedef, signatures)] = (layout, names, list(groups.values()), plain,
-                                          concatenate)
-  return plan
+      out_shardings=tuple(sharding for _, sharding in groups)).lower(
+          tuple(tuple(leaves[i] for i in g) for g in indices)).compile()
+  return layout, names, indices, plain, concatenate
 
 
 def pack(state: Any) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
@@ -140,9 +139,18 @@ def pack(state: Any) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
   sharding) into `packed`, the others in `plain`; the layout maps every leaf's path to its
   place. Dispatched, not waited for."""
   leaves, treedef = jax.tree_util.tree_flatten(state)
-  layout, names, groups, plain, concatenate = _plan(state, treedef,
-                                                    tuple(map(_signature, leaves)))
-  packed = concatenate(tuple(tuple(leaves[i] for i in indices) for indices in groups))
+  for attempt in range(2):
+    if attempt or treedef not in _PLANS:
+      if len(_PLANS) > 16:
+        _PLANS.clear()
+      _PLANS[treedef] = _plan(state, leaves)
+    layout, names, groups, plain, concatenate = _PLANS[treedef]
+    try:
+      packed = concatenate(tuple(tuple(leaves[i] for i in g) for g in groups))
+      break
+    except (TypeError, ValueError):  # a leaf of another shape, dtype or sharding: replan
+      if attempt:
+        raise
   arrays = {'packed': dict(zip(names, packed)), 'plain': {name: leaves[i] for name, i in plain}}
   return {k: v for k, v in arrays.items() if v}, layout
 
@@ -196,9 +204,19 @@ def _restore_target(layout: dict[str, Any], target: Any) -> dict[str, dict[str, 
   return {k: v for k, v in out.items() if v}
 
 
-# orbax's save() is not safe to run on two threads at once (its signals between the steps
-# of a save are numbered per process); the train state and the EMA snapshots save together.
-_ONE_SAVE_AT_A_TIME = threading.Lock()
+# One thread runs the background saves of every Checkpointer, in the order they were asked
+# for: orbax's save() is not safe to run on two threads at once (its signals between the
+# steps of a save are numbered per process), and the train state and the EMA snapshots save
+# together. A standing thread, as starting one per save held the loop for milliseconds: the
+# new thread takes the GIL before the loop gets it back.
+_SAVER: concurrent.futures.ThreadPoolExecutor | None = None
+
+
+def _saver() -> concurrent.futures.ThreadPoolExecutor:
+  global _SAVER
+  if _SAVER is None:
+    _SAVER = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix='jaxgen-save')
+  return _SAVER
 
 
 class Checkpointer:
@@ -212,10 +230,10 @@ class Checkpointer:
     _use_replica_parallel_for_large_arrays_only()
     self.directory = paths.workdir_path(workdir) / subdir
     self._pending: int | None = None  # the step of an async save not yet known to be complete
-    self._size, self._sized = 0, None  # bytes of the newest checkpoint, and its step
+    self._size, self._sized = 0, None  # bytes of a checkpoint of this run, and its step
     self._background = use_async and not read_only and jax.process_count() == 1
-    self._thread: threading.Thread | None = None
-    self._thread_error: BaseException | None = None
+    self._saving: concurrent.futures.Future | None = None  # the save on the saver thread
+    self._config_json: tuple[Any, dict[str, Any]] | None = None  # (config, its JSON)
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep, save_interval_steps=every, enable_async_checkpointing=use_async,
         cleanup_tmp_directories=not read_only, create=not read_only, read_only=read_only)
@@ -238,8 +256,10 @@ class Checkpointer:
       return False  # saved before a crash and recomputed since: resumes are exact
     self._check_space(step)
     arrays, layout = pack(state)
+    if self._config_json is None or self._config_json[0] is not config:
+      self._config_json = (config, _to_json(config))
     items = {ARRAYS_ITEM: ocp.args.StandardSave(arrays), LAYOUT_ITEM: ocp.args.JsonSave(layout),
-             'config': ocp.args.JsonSave(_to_json(config))}
+             'config': ocp.args.JsonSave(self._config_json[1])}
     if data_iterator is not None:
       # Every process iterates the same global sequence of batches (see data/pipeline.py),
       # so one JSON position serves any number of processes; grain's own per-process
@@ -251,9 +271,7 @@ class Checkpointer:
       # Every array saved is a copy `pack` made, which the next steps cannot donate: orbax's
       # own host work (~20 ms for the demo) runs beside them. One process only: orbax's
       # barriers are device computations, which must not interleave with the steps'.
-      self._thread = threading.Thread(target=self._save_in_background, args=(step, args, force),
-                                      name=f'jaxgen-save-{step}')
-      self._thread.start()
+      self._saving = _saver().submit(self.manager.save, step, args=args, force=force)
       self._pending = step
       return True
     try:
@@ -263,18 +281,11 @@ class Checkpointer:
     self._pending = step if saved else self._pending
     return saved
 
-  def _save_in_background(self, step: int, args: ocp.args.Composite, force: bool) -> None:
-    try:
-      with _ONE_SAVE_AT_A_TIME:
-        self.manager.save(step, args=args, force=force)
-    except Exception as e:  # noqa: BLE001  (raised by _join, at the next save or wait)
-      self._thread_error = e
-
   def _join(self) -> None:
-    """Waits for a save running on the background thread; raises its error, if any."""
-    if self._thread is not None:
-      self._thread.join()
-      self._thread, error, self._thread_error = None, self._thread_error, None
+    """Waits for this Checkpointer's save on the saver thread; raises its error, if any."""
+    if self._saving is not None:
+      saving, self._saving = self._saving, None
+      error = saving.exception()
       if error is not None:
         self._failed(self._pending, error)
 
@@ -383,8 +394,9 @@ class Checkpointer:
 
   def _check_space(self, step: int) -> None:
     """Refuse, before orbax writes a byte, a save that cannot fit: a new checkpoint needs about
-    the size of the newest one (old ones are deleted only after it completes). Process 0
-    measures the (shared) directory and every process gets its answer, so all stop together.
+    the size of the others (old ones are deleted only after it completes), measured once per
+    run on the newest (the state's structure is fixed). Process 0 measures the (shared)
+    directory and every process gets its answer, so all stop together.
     Object stores have no free space to measure: a failed save there is reported by
     `_failed`."""
     if paths.is_remote(self.directory):
@@ -394,11 +406,12 @@ class Checkpointer:
     if newest is None:
       return
     need = free = 0.0
-    if jax.process_index() == 0:
-      if self._sized != newest:
+    if self._sized is None:
+      self._sized = newest
+      if jax.process_index() == 0:
         self._size = sum(os.path.getsize(os.path.join(root, name)) for root, _, names in
                          os.walk(os.fspath(self.directory / str(newest))) for name in names)
-        self._sized = newest
+    if jax.process_index() == 0:
       need, free = 1.1 * self._size, float(shutil.disk_usage(self.directory).free)
     if jax.process_count() > 1:
       need, free = (float(v) for v in multihost_utils.broadcast_one_to_all(
@@ -406,7 +419,7 @@ class Checkpointer:
     if free < need:
       raise CheckpointError(
           f'no space to save the checkpoint of step {step} in {self.directory}: it needs about '
-          f'{need / 1.1 / 2**20:.1f} MiB (the size of checkpoint {newest}) and '
+          f'{need / 1.1 / 2**20:.1f} MiB (the size of checkpoint {self._sized}) and '
           f'{free / 2**20:.1f} MiB are free. The newest complete checkpoint is step {newest} '
           '(intact). Free space, then rerun the same command to resume')
 

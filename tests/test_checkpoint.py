@@ -78,6 +78,27 @@ def test_small_replicated_arrays_are_packed_and_restore_exactly_onto_any_layout(
   ckpt.close()
 
 
+def test_a_state_of_the_same_structure_but_other_leaves_is_laid_out_anew(tmp_path):
+  """pack reuses its plan per tree structure; a leaf of another shape, dtype or sharding must
+  not be written where the old plan put it."""
+  mesh = _mesh()
+  first = _state(mesh)
+  ckpt = checkpoint.Checkpointer(str(tmp_path), use_async=False)
+  ckpt.save(1, first, None, tiny_config_with(), force=True)
+  second = _state(mesh)
+  second['params']['a'] = jax.device_put(np.arange(20, dtype=np.float32).reshape(4, 5),
+                                         NamedSharding(mesh, P()))
+  second['params']['b'] = jax.device_put(np.arange(8, dtype=np.int32), NamedSharding(mesh, P()))
+  second['scale'] = jax.device_put(np.zeros((8,), np.float32), NamedSharding(mesh, P('data')))
+  ckpt.save(2, second, None, tiny_config_with(), force=True)
+  layout = json.loads((ckpt.directory / '2' / 'layout' / 'metadata').read_text())
+  assert 'scale' in layout['plain']  # sharded now: saved as itself
+  for step, state in ((1, first), (2, second)):
+    target = _target(state)
+    _assert_same(state, ckpt.restore(step, target), target)
+  ckpt.close()
+
+
 def test_a_checkpoint_written_before_packing_still_restores(tmp_path):
   state = _state(_mesh())
   ckpt = checkpoint.Checkpointer(str(tmp_path), use_async=False)
@@ -119,7 +140,7 @@ def test_an_async_save_outlives_the_state_it_was_given(tmp_path):
   target = _target(state)
   ckpt = checkpoint.Checkpointer(str(tmp_path), use_async=True)
   assert ckpt.save(1, state, None, tiny_config_with(), force=True)
-  assert ckpt._thread is not None
+  assert ckpt._saving is not None
   for x in jax.tree.leaves(state):
     x.delete()
   ckpt.wait()
