@@ -16,7 +16,8 @@ Four numbers, each next to the bare step measured in the same run:
   input       batches/s of the input pipeline alone (grain iterator and host-to-device
               transfer), as a multiple of the step rate.
   checkpoint  an asynchronous orbax save of the train state (jaxgen/checkpoint.py) started
-              between steps: how long `save()` holds the loop, and how much longer the
+              between steps, with the EMA snapshots' save when the config keeps them (as
+              jaxgen/train.py saves both): how long the saves hold the loop, how much longer the
               --window steps after it take than the --window steps before it (median over
               --rounds saves), both as a fraction of one step.
 
@@ -36,13 +37,17 @@ import threading
 import time
 
 from absl import app, flags
+from ml_collections import config_flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from jaxgen import runtime  # noqa: E402
+from jaxgen import config_files, runtime  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string('config', 'configs/edm_fashion_mnist.py:demo',
-                    'Config file, optionally path.py:variant.')
+DEFAULT_CONFIG = 'configs/edm_fashion_mnist.py:demo'
+config_files.allow_sibling_imports(DEFAULT_CONFIG)  # --config= does that for others
+config_flags.DEFINE_config_file('config', DEFAULT_CONFIG,
+                                'Config file, optionally path.py:variant; fields can be '
+                                'overridden (--config.global_batch_size=32).')
 flags.DEFINE_integer('steps', 200, 'Steps per loop run (and per bare-step round).')
 flags.DEFINE_integer('rounds', 2, 'Alternating rounds of loop and bare step; saves timed.')
 flags.DEFINE_integer('window', 8, 'Steps timed before and after each checkpoint save.')
@@ -148,9 +153,11 @@ def input_rate(config, s, num_batches: int) -> float:
   return num_batches / (time.perf_counter() - start)
 
 
-def checkpoint_stall(config, compiled, state, batch, key, window: int, rounds: int):
-  """(seconds save() holds the loop, extra seconds of the `window` steps after the save
-  over the `window` before it), one pair per save."""
+def checkpoint_stall(config, compiled, state, batch, key, window: int, rounds: int,
+                     snapshot=None):
+  """(seconds the saves hold the loop, extra seconds of the `window` steps after them over
+  the `window` before), one pair per save; `snapshot(state)`: also save what it returns
+  in the snapshots series, as the trainer does (power-function EMAs)."""
   import jax
 
   from jaxgen import checkpoint
@@ -165,16 +172,24 @@ def checkpoint_stall(config, compiled, state, batch, key, window: int, rounds: i
   out = []
   with tempfile.TemporaryDirectory() as workdir:
     ckpt = checkpoint.Checkpointer(workdir, every=1, use_async=True)
+    snapshots = snapshot and checkpoint.Checkpointer(workdir, every=1, use_async=True,
+                                                     subdir=checkpoint.SNAPSHOT_DIR)
     for r in range(rounds + 1):
       state, before = steps(state, 1000 * r)
       start = time.perf_counter()
       ckpt.save(r + 1, state, None, config, force=True)
+      if snapshots:
+        snapshots.save(r + 1, snapshot(state), None, config, force=True)
       held = time.perf_counter() - start
       state, after = steps(state, 1000 * r + window)
       ckpt.wait()
+      if snapshots:
+        snapshots.wait()
       if r:  # the first save also builds orbax's handlers
         out.append((held, after - before))
     ckpt.close()
+    if snapshots:
+      snapshots.close()
   return state, out
 
 
@@ -191,10 +206,7 @@ def main(argv):
   import jax
   import train_step
 
-  from jaxgen import config_files
-
-  path, _, variant = FLAGS.config.partition(':')
-  config = config_files.load(path, variant or None)
+  config = FLAGS.config
   s, state, batch, key, compiled, _, _ = train_step.compiled_step(
       config.copy_and_resolve_references(), config.global_batch_size)
   loops, bares = [], []
@@ -204,11 +216,12 @@ def main(argv):
     bares.append(bare)
   rate = statistics.median(b['images_per_sec'] for b in bares) / config.global_batch_size
   batches_per_sec = input_rate(config, s, FLAGS.input_batches)
+  keeps_snapshots = s.objective.snapshot is not None and s.objective.snapshot_every
   state, saves = checkpoint_stall(config, compiled, state, batch, key, FLAGS.window,
-                                  FLAGS.rounds)
+                                  FLAGS.rounds, s.objective.snapshot if keeps_snapshots else None)
   jax.block_until_ready(state)
 
-  print(f'{FLAGS.config}: batch {config.global_batch_size}, {jax.device_count()} '
+  print(f'{config_flags.get_config_filename(FLAGS["config"])}: batch {config.global_batch_size}, {jax.device_count()} '
         f'{jax.devices()[0].platform} devices, {FLAGS.steps} steps per round')
   for i, (loop, bare) in enumerate(zip(loops, bares)):
     print(f'round {i + 1}: loop {fmt(loop)}')
@@ -220,7 +233,8 @@ def main(argv):
   step_s = 1 / rate
   held = statistics.median(h for h, _ in saves)
   extra = statistics.median(e for _, e in saves)
-  print(f'checkpoint: save() holds the loop {1e3 * held:.1f} ms ({100 * held / step_s:.1f}% of '
+  what = 'the state and EMA snapshot saves hold' if keeps_snapshots else 'save() holds'
+  print(f'checkpoint: {what} the loop {1e3 * held:.1f} ms ({100 * held / step_s:.1f}% of '
         f'a step); the {FLAGS.window} steps after it took {1e3 * extra:+.0f} ms '
         f'({100 * extra / step_s:+.1f}% of a step) against the {FLAGS.window} before '
         f'(medians of {len(saves)} saves)')
