@@ -221,7 +221,8 @@ def main(argv):
                                   FLAGS.rounds, s.objective.snapshot if keeps_snapshots else None)
   jax.block_until_ready(state)
 
-  print(f'{config_flags.get_config_filename(FLAGS["config"])}: batch {config.global_batch_size}, {jax.device_count()} '
+  name = config_flags.get_config_filename(FLAGS['config'])
+  print(f'{name}: batch {config.global_batch_size}, {jax.device_count()} '
         f'{jax.devices()[0].platform} devices, {FLAGS.steps} steps per round')
   for i, (loop, bare) in enumerate(zip(loops, bares)):
     print(f'round {i + 1}: loop {fmt(loop)}')
