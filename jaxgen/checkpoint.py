@@ -139,18 +139,22 @@ def pack(state: Any) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
   sharding) into `packed`, the others in `plain`; the layout maps every leaf's path to its
   place. Dispatched, not waited for."""
   leaves, treedef = jax.tree_util.tree_flatten(state)
-  for attempt in range(2):
-    if attempt or treedef not in _PLANS:
-      if len(_PLANS) > 16:
-        _PLANS.clear()
-      _PLANS[treedef] = _plan(state, leaves)
-    layout, names, groups, plain, concatenate = _PLANS[treedef]
-    try:
-      packed = concatenate(tuple(tuple(leaves[i] for i in g) for g in groups))
-      break
-    except (TypeError, ValueError):  # a leaf of another shape, dtype or sharding: replan
-      if attempt:
-        raise
+
+  def concatenate(plan):
+    _, _, groups, _, compiled = plan
+    return compiled(tuple(tuple(leaves[i] for i in g) for g in groups))
+
+  plan, packed = _PLANS.get(treedef), None
+  try:
+    packed = plan and concatenate(plan)
+  except (TypeError, ValueError):  # a leaf of another shape, dtype or sharding than planned
+    pass
+  if packed is None:
+    if len(_PLANS) > 16:
+      _PLANS.clear()
+    plan = _PLANS[treedef] = _plan(state, leaves)
+    packed = concatenate(plan)
+  layout, names, _, plain, _ = plan
   arrays = {'packed': dict(zip(names, packed)), 'plain': {name: leaves[i] for name, i in plain}}
   return {k: v for k, v in arrays.items() if v}, layout
 
@@ -233,7 +237,6 @@ class Checkpointer:
     self._size, self._sized = 0, None  # bytes of a checkpoint of this run, and its step
     self._background = use_async and not read_only and jax.process_count() == 1
     self._saving: concurrent.futures.Future | None = None  # the save on the saver thread
-    self._config_json: tuple[Any, dict[str, Any]] | None = None  # (config, its JSON)
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep, save_interval_steps=every, enable_async_checkpointing=use_async,
         cleanup_tmp_directories=not read_only, create=not read_only, read_only=read_only)
@@ -256,10 +259,8 @@ class Checkpointer:
       return False  # saved before a crash and recomputed since: resumes are exact
     self._check_space(step)
     arrays, layout = pack(state)
-    if self._config_json is None or self._config_json[0] is not config:
-      self._config_json = (config, _to_json(config))
     items = {ARRAYS_ITEM: ocp.args.StandardSave(arrays), LAYOUT_ITEM: ocp.args.JsonSave(layout),
-             'config': ocp.args.JsonSave(self._config_json[1])}
+             'config': ocp.args.JsonSave(_to_json(config))}
     if data_iterator is not None:
       # Every process iterates the same global sequence of batches (see data/pipeline.py),
       # so one JSON position serves any number of processes; grain's own per-process
