@@ -137,9 +137,10 @@ def _train(s: build.Setup, workdir: str, stop_at_step: int | None, lock: workdir
           written = image_grids.write(state, done, writer)
           if is_chief:
             metrics.print_line('grids: ' + ', '.join(map(str, written)))
-        ckpt.save(done, state, data_iter, config, force=last)
-        if snapshots:
-          snapshots.save(done, s.objective.snapshot(state), None, config, force=last)
+        with checkpoint.start_together():
+          ckpt.save(done, state, data_iter, config, force=last)
+          if snapshots:
+            snapshots.save(done, s.objective.snapshot(state), None, config, force=last)
         if last:
           break
     except pipeline.DataError:

@@ -2,6 +2,7 @@
 exactly onto any layout, and checkpoints written before packing still read."""
 
 import json
+import time
 
 import jax
 import jax.numpy as jnp
@@ -165,3 +166,34 @@ def test_a_background_save_that_fails_is_reported_at_the_next_wait(tmp_path, mon
                      match=r'saving the checkpoint of step 2 in \S+ failed: No space left on '
                            r'device. The newest complete checkpoint is step 1 \(intact'):
     ckpt.wait()
+
+
+def test_saves_started_together_begin_in_order_when_the_block_ends(tmp_path, monkeypatch):
+  """The trainer asks for the state's and the EMA snapshots' saves inside start_together: the
+  saver thread holds them back until the block ends (so the first one's orbax work does not
+  hold the GIL while the second is packed), then runs them in order. A wait inside the block
+  starts them rather than waiting forever."""
+  state = _state(_mesh())
+  del state['params']['big'], state['params']['sharded']
+  ckpt = checkpoint.Checkpointer(str(tmp_path), use_async=True)
+  snapshots = checkpoint.Checkpointer(str(tmp_path), use_async=True,
+                                      subdir=checkpoint.SNAPSHOT_DIR)
+  started = []
+  for name, series in (('state', ckpt), ('snapshot', snapshots)):
+    monkeypatch.setattr(series.manager, 'save', lambda *a, save=series.manager.save, name=name,
+                        **k: started.append(name) or save(*a, **k))
+  with checkpoint.start_together():
+    assert ckpt.save(1, state, None, tiny_config_with(), force=True)
+    assert snapshots.save(1, {'ema': state['params']}, None, tiny_config_with(), force=True)
+    time.sleep(0.2)  # time for the saver thread to start early, were it not held back
+    assert started == []
+  ckpt.wait()
+  snapshots.wait()
+  assert started == ['state', 'snapshot']
+  assert ckpt.all_steps() == [1] and snapshots.all_steps() == [1]
+  with checkpoint.start_together():
+    assert ckpt.save(2, state, None, tiny_config_with(), force=True)
+    ckpt.wait()
+    assert ckpt.all_steps() == [1, 2]
+  ckpt.close()
+  snapshots.close()
