@@ -8,8 +8,9 @@ STAMP := $(VENV)/.installed
   clean-demo constraints
 
 # tcmalloc under every program and test run here, unless LD_PRELOAD is set already (`make
-# demo LD_PRELOAD=` runs on glibc's malloc): XLA:CPU compiles ~1.6x faster with it, and
-# steps run after an in-process compile ~1.2x faster (README, "Host memory").
+# demo LD_PRELOAD=` runs on glibc's malloc): on a 2-core Intel Xeon XLA:CPU compiled ~1.7x
+# faster with it, and the steps after an in-process compile ran ~1.2x faster (README, "Host
+# memory").
 ifeq ($(origin LD_PRELOAD),undefined)
 export LD_PRELOAD = $(firstword $(wildcard /usr/lib/*-linux-gnu/libtcmalloc_minimal.so.4 \
   /usr/lib64/libtcmalloc_minimal.so.4))

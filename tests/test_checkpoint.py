@@ -182,18 +182,20 @@ def test_saves_started_together_begin_in_order_when_the_block_ends(tmp_path, mon
   for name, series in (('state', ckpt), ('snapshot', snapshots)):
     monkeypatch.setattr(series.manager, 'save', lambda *a, save=series.manager.save, name=name,
                         **k: started.append(name) or save(*a, **k))
-  with checkpoint.start_together():
-    assert ckpt.save(1, state, None, tiny_config_with(), force=True)
-    assert snapshots.save(1, {'ema': state['params']}, None, tiny_config_with(), force=True)
-    time.sleep(0.2)  # time for the saver thread to start early, were it not held back
-    assert started == []
+  for step in (1, 2):  # as in the trainer, step 2's saves first join those of step 1
+    with checkpoint.start_together():
+      assert ckpt.save(step, state, None, tiny_config_with(), force=True)
+      assert snapshots.save(step, {'ema': state['params']}, None, tiny_config_with(),
+                            force=True)
+      time.sleep(0.2)  # time for the saver thread to start early, were it not held back
+      assert started == ['state', 'snapshot'] * (step - 1)
   ckpt.wait()
   snapshots.wait()
-  assert started == ['state', 'snapshot']
-  assert ckpt.all_steps() == [1] and snapshots.all_steps() == [1]
+  assert started == ['state', 'snapshot'] * 2
+  assert ckpt.all_steps() == [1, 2] and snapshots.all_steps() == [1, 2]
   with checkpoint.start_together():
-    assert ckpt.save(2, state, None, tiny_config_with(), force=True)
+    assert ckpt.save(3, state, None, tiny_config_with(), force=True)
     ckpt.wait()
-    assert ckpt.all_steps() == [1, 2]
+    assert ckpt.all_steps() == [1, 2, 3]
   ckpt.close()
   snapshots.close()
