@@ -177,9 +177,10 @@ def checkpoint_stall(config, compiled, state, batch, key, window: int, rounds: i
     for r in range(rounds + 1):
       state, before = steps(state, 1000 * r)
       start = time.perf_counter()
-      ckpt.save(r + 1, state, None, config, force=True)
-      if snapshots:
-        snapshots.save(r + 1, snapshot(state), None, config, force=True)
+      with checkpoint.start_together():  # as jaxgen/train.py saves
+        ckpt.save(r + 1, state, None, config, force=True)
+        if snapshots:
+          snapshots.save(r + 1, snapshot(state), None, config, force=True, within=ckpt)
       held = time.perf_counter() - start
       state, after = steps(state, 1000 * r + window)
       ckpt.wait()

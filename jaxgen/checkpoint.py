@@ -7,7 +7,6 @@ import contextlib
 import functools
 import json
 import logging
-import math
 import os
 import re
 import shutil
@@ -18,17 +17,17 @@ from typing import Any
 
 import grain
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
-from jaxgen import metrics, paths, validate
+from jaxgen import metrics, packing, paths, validate
 
 CHECKPOINT_DIR = 'checkpoints'
 SNAPSHOT_DIR = 'snapshots'  # series kept beside the checkpoints (posthoc_ema.py)
 UNREADABLE_DIR = 'unreadable_checkpoints'
+ARRAYS_ITEM, LAYOUT_ITEM = 'arrays', 'layout'  # packed checkpoints; older ones hold `state`
 
 
 class CheckpointError(RuntimeError):
@@ -57,11 +56,6 @@ def cause(error: BaseException) -> str:
   return (text.splitlines()[0] if text else type(chain[0]).__name__)[:300]
 
 
-def _flat(tree: Any, separator: str = '/') -> dict[str, Any]:
-  return {jax.tree_util.keystr(path, simple=True, separator=separator): leaf
-          for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
-
-
 def _to_json(config: ml_collections.ConfigDict) -> dict[str, Any]:
   return json.loads(config.to_json())
 
@@ -79,136 +73,6 @@ def _use_replica_parallel_for_large_arrays_only() -> None:
       min_slice_bytes_for_replica_parallel=MIN_REPLICA_SLICE_BYTES)
   ocp.type_handlers.register_type_handler(jax.Array, handler, override=True)
 
-
-# The train state is saved packed: its small replicated arrays (below PACK_BELOW_BYTES each)
-# are concatenated, on the devices, into one 1-D array per dtype, and the item `layout` (JSON)
-# says where each one lies. orbax spends ~0.3 ms of host time per array in save() (the demo's
-# 1,016 arrays held the loop ~0.2-0.4 s, half a step, and slowed the steps after it by its
-# background work); packed, the demo state is 2 arrays. Large or sharded arrays are saved as
-# themselves, so a sharded model still writes its shards in parallel.
-PACK_BELOW_BYTES = 1 << 20
-ARRAYS_ITEM, LAYOUT_ITEM = 'arrays', 'layout'  # packed checkpoints; older ones hold `state`
-
-
-def _packable(signature: tuple | None) -> bool:
-  if signature is None:
-    return False
-  shape, dtype, sharding = signature
-  return (sharding.is_fully_replicated and not jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
-          and math.prod(shape) * dtype.itemsize < PACK_BELOW_BYTES)
-
-
-def _signature(leaf: Any) -> tuple | None:
-  return (leaf.shape, leaf.dtype, leaf.sharding) if isinstance(leaf, jax.Array) else None
-
-
-_PLANS: dict[Any, tuple] = {}  # treedef -> how pack lays a state of that structure out
-
-
-def _plan(state: Any, leaves: list[Any]) -> tuple:
-  """(layout, packed names, leaf indices per packed array, (name, index) of plain leaves, the
-  compiled concatenation) of `state`: the per-leaf Python of this costs as much as orbax's
-  did, so `pack` reuses it for every state of the same structure."""
-  signatures = [_signature(leaf) for leaf in leaves]
-  groups: dict[tuple[str, Any], list[int]] = {}
-  layout, plain = {'packed': {}, 'plain': {}}, []
-  keys = list(_flat(state))
-  for i, (key, signature) in enumerate(zip(keys, signatures)):
-    if _packable(signature):
-      groups.setdefault((np.dtype(signature[1]).name, signature[2]), []).append(i)
-    else:
-      layout['plain'][key] = name = f'leaf{len(plain)}'
-      plain.append((name, i))
-  names = []
-  for n, ((dtype, _), indices) in enumerate(groups.items()):
-    names.append(f'{dtype}_{n}')
-    offsets = np.cumsum([0] + [math.prod(signatures[i][0]) for i in indices])
-    layout['packed'][names[-1]] = {
-        'dtype': dtype, 'size': int(offsets[-1]),
-        'leaves': [[keys[i], list(signatures[i][0]), int(o)] for i, o in zip(indices, offsets)]}
-  indices = tuple(groups.values())
-  # Compiled ahead of time, so a call checks every packed leaf's shape, dtype and sharding
-  # in C++ and raises on any change (a jitted function would retrace silently, and the
-  # layout above would no longer say where each leaf lies).
-  concatenate = jax.jit(
-      lambda groups: tuple(jnp.concatenate([jnp.ravel(x) for x in g]) for g in groups),
-      out_shardings=tuple(sharding for _, sharding in groups)).lower(
-          tuple(tuple(leaves[i] for i in g) for g in indices)).compile()
-  return layout, names, indices, plain, concatenate
-
-
-def pack(state: Any) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
-  """(the arrays to save, the JSON layout): small replicated leaves concatenated per (dtype,
-  sharding) into `packed`, the others in `plain`; the layout maps every leaf's path to its
-  place. Dispatched, not waited for."""
-  leaves, treedef = jax.tree_util.tree_flatten(state)
-
-  def concatenate(plan):
-    _, _, groups, _, compiled = plan
-    return compiled(tuple(tuple(leaves[i] for i in g) for g in groups))
-
-  plan, packed = _PLANS.get(treedef), None
-  try:
-    packed = plan and concatenate(plan)
-  except (TypeError, ValueError):  # a leaf of another shape, dtype or sharding than planned
-    pass
-  if packed is None:
-    if len(_PLANS) > 16:
-      _PLANS.clear()
-    plan = _PLANS[treedef] = _plan(state, leaves)
-    packed = concatenate(plan)
-  layout, names, _, plain, _ = plan
-  arrays = {'packed': dict(zip(names, packed)), 'plain': {name: leaves[i] for name, i in plain}}
-  return {k: v for k, v in arrays.items() if v}, layout
-
-
-def _check_layout(layout: dict[str, Any], wanted: dict[str, Any]) -> None:
-  saved = {key for group in layout['packed'].values() for key, _, _ in group['leaves']}
-  differ = sorted(wanted.keys() ^ (saved | layout['plain'].keys()))
-  if differ:
-    raise ValueError(f'the checkpoint holds another state: {differ[0]} is '
-                     f'{"absent there" if differ[0] in wanted else "not in this state"}')
-
-
-def unpack(arrays: dict[str, dict[str, Any]], layout: dict[str, Any], target: Any) -> Any:
-  """The state of `target`'s structure, each leaf with its target sharding, from the restored
-  `arrays` of `pack`. A leaf missing from the layout, or of another shape, raises ValueError."""
-  wanted = _flat(target)
-  _check_layout(layout, wanted)
-  members = [(name, key, tuple(shape), offset) for name, group in layout['packed'].items()
-             for key, shape, offset in group['leaves']]
-  for _, key, shape, _ in members:
-    if shape != wanted[key].shape:
-      raise ValueError(f'the checkpoint holds another state: {key} is {shape} there, '
-                       f'{wanted[key].shape} here')
-
-  def split(packed):  # cast to the target's dtype, as orbax's own restore does
-    return [packed[name][offset:offset + math.prod(shape)].reshape(shape).astype(
-        wanted[key].dtype) for name, key, shape, offset in members]
-
-  shardings = [getattr(wanted[key], 'sharding', None) for _, key, _, _ in members]
-  packed = arrays.get('packed', {})
-  leaves = (split(packed) if None in shardings else
-            jax.jit(split, out_shardings=shardings)(packed))
-  found = dict(zip((key for _, key, _, _ in members), leaves))
-  found.update({key: arrays['plain'][name] for key, name in layout['plain'].items()})
-  return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(target),
-                                      [found[key] for key in wanted])
-
-
-def _restore_target(layout: dict[str, Any], target: Any) -> dict[str, dict[str, Any]]:
-  """What orbax restores `arrays` onto: packed arrays replicated like their first leaf's
-  target (on this run's mesh), plain ones like theirs."""
-  wanted = _flat(target)
-  _check_layout(layout, wanted)
-  out = {'packed': {}, 'plain': {name: wanted[key] for key, name in layout['plain'].items()}}
-  for name, group in layout['packed'].items():
-    sharding = getattr(wanted[group['leaves'][0][0]], 'sharding', None)
-    if sharding is not None and not sharding.is_fully_replicated:
-      sharding = jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec())
-    out['packed'][name] = jax.ShapeDtypeStruct((group['size'],), jnp.dtype(group['dtype']),
-                                               sharding=sharding)
-  return {k: v for k, v in out.items() if v}
 
 
 # One thread runs the background saves of every Checkpointer, in the order they were asked
@@ -264,6 +128,7 @@ class Checkpointer:
     self._background = use_async and not read_only and jax.process_count() == 1
     self._saving: concurrent.futures.Future | None = None  # the save on the saver thread
     self._gate: threading.Event | None = None  # what holds that save back, if anything
+    self._packed: tuple | None = None  # what the last save packed, for `within`
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep, save_interval_steps=every, enable_async_checkpointing=use_async,
         cleanup_tmp_directories=not read_only, create=not read_only, read_only=read_only)
@@ -278,38 +143,61 @@ class Checkpointer:
     return self.manager.latest_step()
 
   def save(self, step: int, state: Any, data_iterator: grain.DatasetIterator | None,
-           config: ml_collections.ConfigDict, *, force: bool = False) -> bool:
+           config: ml_collections.ConfigDict, *, force: bool = False,
+           within: Checkpointer | None = None) -> bool:
+    """Saves `state` at `step` (async where it can); False when this is no step to save.
+    `within`: a Checkpointer that has just saved a state holding `state`'s leaves (the EMA
+    snapshots are part of the train state): `state` is then saved from slices of that save's
+    packed copy, taken on the saver thread, instead of being copied again here."""
+    self._packed = None
     if not force and not self.manager.should_save(step):
       return False
     self._join()
     if step in self.manager.all_steps():
       return False  # saved before a crash and recomputed since: resumes are exact
     self._check_space(step)
-    arrays, layout = pack(state)
-    items = {ARRAYS_ITEM: ocp.args.StandardSave(arrays), LAYOUT_ITEM: ocp.args.JsonSave(layout),
-             'config': ocp.args.JsonSave(_to_json(config))}
+    derived = within and packing.derive(within._packed, state)
+    if derived:
+      layout, make_arrays = derived
+      within._packed = None  # the saves free the copy: not the loop, at its next save
+    else:
+      arrays, layout, self._packed = packing.pack_for_reuse(state)
+      make_arrays = lambda: arrays  # noqa: E731
+    items = {}
     if data_iterator is not None:
       # Every process iterates the same global sequence of batches (see data/pipeline.py),
       # so one JSON position serves any number of processes; grain's own per-process
       # files would tie the checkpoint to the process count.
       items['data'] = ocp.args.JsonSave(data_iterator.get_state())
-    args = ocp.args.Composite(**items)
-    if self._background and not any(isinstance(x, jax.Array)
-                                     for x in arrays.get('plain', {}).values()):
+    # Built where the save runs (the saver thread, mostly): the config's JSON and the slices
+    # of `within`'s copy are host work the loop need not wait for.
+    args = lambda: ocp.args.Composite(**items, **{  # noqa: E731
+        ARRAYS_ITEM: ocp.args.StandardSave(make_arrays()), LAYOUT_ITEM: ocp.args.JsonSave(layout),
+        'config': ocp.args.JsonSave(_to_json(config))})
+    if self._background and (derived or not any(isinstance(x, jax.Array)
+                                                for x in arrays.get('plain', {}).values())):
       # Every array saved is a copy `pack` made, which the next steps cannot donate: orbax's
       # own host work (~20 ms for the demo) runs beside them. One process only: orbax's
       # barriers are device computations, which must not interleave with the steps'.
       self._gate = _GATE
       self._saving = _saver().submit(
-          _after, _GATE, functools.partial(self.manager.save, step, args=args, force=force))
+          _after, _GATE, functools.partial(self._save_and_free, step, args, force))
       self._pending = step
       return True
     try:
-      saved = self.manager.save(step, args=args, force=force)
+      saved = self.manager.save(step, args=args(), force=force)
     except Exception as e:  # noqa: BLE001  (a failed async save surfaces at the next save)
       self._failed(self._pending or step, e)
     self._pending = step if saved else self._pending
     return saved
+
+  def _save_and_free(self, step: int, args: Callable[[], Any], force: bool) -> bool:
+    try:
+      return self.manager.save(step, args=args(), force=force)
+    finally:
+      # Freeing the packed copy here, not in the loop's next save, took ~1.2 ms off that
+      # save's hold for the demo. `within` finds None and packs anew: always correct.
+      self._packed = None
 
   def _join(self) -> None:
     """Waits for this Checkpointer's save on the saver thread; raises its error, if any."""
@@ -328,7 +216,7 @@ class Checkpointer:
     if packed:
       layout = self.manager.restore(step, args=ocp.args.Composite(
           **{LAYOUT_ITEM: ocp.args.JsonRestore()}))[LAYOUT_ITEM]
-      items = {ARRAYS_ITEM: ocp.args.StandardRestore(_restore_target(layout, target))}
+      items = {ARRAYS_ITEM: ocp.args.StandardRestore(packing.restore_target(layout, target))}
     else:  # written before checkpoints were packed
       items = {'state': ocp.args.StandardRestore(target)}
     if data_iterator is not None:
@@ -336,7 +224,7 @@ class Checkpointer:
     restored = self.manager.restore(step, args=ocp.args.Composite(**items))
     if data_iterator is not None:
       data_iterator.set_state(restored['data'])
-    return unpack(restored[ARRAYS_ITEM], layout, target) if packed else restored['state']
+    return packing.unpack(restored[ARRAYS_ITEM], layout, target) if packed else restored['state']
 
   def restore_newest(self, target: Any, data_iterator: grain.DatasetIterator | None = None,
                      check: Callable[[int], None] | None = None) -> tuple[int | None, Any]:
@@ -387,12 +275,12 @@ class Checkpointer:
     saved_config = self.restore_config(step)
     where = f'{self.directory} holds checkpoints (step {step})'
     try:
-      saved = _flat(abstract_state_of(saved_config))
+      saved = packing.flat(abstract_state_of(saved_config))
     except (KeyError, ValueError, AttributeError) as e:  # a config from an older jaxgen
       logging.warning('%s whose saved config cannot be rebuilt (%s); restoring by shape', where,
                       e)
       return
-    here = _flat(abstract_state)
+    here = packing.flat(abstract_state)
     layout = lambda leaves: {k: (v.shape, v.dtype) for k, v in leaves.items()}
     if layout(saved) == layout(here):
       return
@@ -403,7 +291,7 @@ class Checkpointer:
 
     def describe(leaves):
       return f'{leaves[first].shape} {leaves[first].dtype}' if first in leaves else 'absent'
-    old_fields, new_fields = (_flat(c.to_dict(), '.') for c in (saved_config, config))
+    old_fields, new_fields = (packing.flat(c.to_dict(), '.') for c in (saved_config, config))
     changed = [f'{k}={old_fields.get(k)!r} there, {new_fields.get(k)!r} here'
                for k in sorted(old_fields.keys() | new_fields.keys())
                if old_fields.get(k) != new_fields.get(k)][:6]

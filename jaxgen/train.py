@@ -140,7 +140,8 @@ def _train(s: build.Setup, workdir: str, stop_at_step: int | None, lock: workdir
         with checkpoint.start_together():
           ckpt.save(done, state, data_iter, config, force=last)
           if snapshots:
-            snapshots.save(done, s.objective.snapshot(state), None, config, force=last)
+            snapshots.save(done, s.objective.snapshot(state), None, config, force=last,
+                           within=ckpt)
         if last:
           break
     except pipeline.DataError:

@@ -1,4 +1,4 @@
-"""The checkpoint format: small replicated arrays packed per dtype (checkpoint.pack), restored
+"""The checkpoint format: small replicated arrays packed per dtype (packing.pack), restored
 exactly onto any layout, and checkpoints written before packing still read."""
 
 import json
@@ -13,7 +13,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from conftest import tiny_config_with
-from jaxgen import checkpoint
+from jaxgen import checkpoint, packing
 
 
 def _mesh():
@@ -98,6 +98,36 @@ def test_a_state_of_the_same_structure_but_other_leaves_is_laid_out_anew(tmp_pat
     target = _target(state)
     _assert_same(state, ckpt.restore(step, target), target)
   ckpt.close()
+
+
+def test_a_part_of_a_saved_state_is_saved_from_its_packed_copy(tmp_path, monkeypatch):
+  """The EMA snapshots are part of the train state: saved `within` the state's save, their
+  packed arrays are slices of the state's (no second copy while the loop waits), with the
+  layout and the values a save of their own would give. A part whose leaves are not the
+  state's, or not one run of its packed arrays, is packed anew."""
+  state = _state(_mesh())
+  packs = []
+  pack = packing.pack_for_reuse
+  monkeypatch.setattr(packing, 'pack_for_reuse', lambda tree: packs.append(tree) or pack(tree))
+  ckpt = checkpoint.Checkpointer(str(tmp_path), use_async=True)
+  parts = checkpoint.Checkpointer(str(tmp_path), use_async=True, subdir=checkpoint.SNAPSHOT_DIR)
+  config = tiny_config_with()
+  run = {'params': {'a': state['params']['a'], 'b': state['params']['b']}}
+  copied = jax.tree.map(lambda x: x + 0, run)
+  gap = {'params': {'a': state['params']['a']}, 'scale': state['scale']}  # b lies between
+  for step, part, derived in ((1, run, True), (2, copied, False), (3, gap, False)):
+    packs.clear()
+    with checkpoint.start_together():
+      ckpt.save(step, state, None, config, force=True)
+      parts.save(step, part, None, config, force=True, within=ckpt)
+    assert len(packs) == (1 if derived else 2), step
+    parts.wait()
+    layout = json.loads((parts.directory / str(step) / 'layout' / 'metadata').read_text())
+    assert layout == packing.pack(part)[1], step
+    target = _target(part)
+    _assert_same(part, parts.restore(step, target), target)
+  ckpt.close()
+  parts.close()
 
 
 def test_a_checkpoint_written_before_packing_still_restores(tmp_path):
