@@ -1,10 +1,11 @@
 r"""DDPM on Fashion-MNIST: the project's spine config.
 
-Run (CPU demo, ~11 minutes on 2 cores):
+Run (CPU demo, 9-11 minutes on 2 cores):
   jaxgen-train --config=configs/ddpm_fashion_mnist.py:demo --workdir=runs/demo
 
 Variants (after the colon):
-  demo     0.7M-parameter UNet, batch 64, 1,600 steps: the `make demo` run.
+  demo     0.7M-parameter UNet, batch 64, 1,600 steps: `make demo DEMO_CONFIG=...` (the EDM
+           config's demo, on the same UNet, is `make demo`'s run).
   tiny     a few steps of a minute UNet: what the tests run.
   (none)   a real accelerator run: 9M-parameter UNet, batch 128, 100k steps.
 
