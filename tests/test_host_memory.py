@@ -61,3 +61,27 @@ def test_freed_host_memory_is_reused_by_the_next_call():
 def test_tcmalloc_keeps_freed_host_memory_without_the_glibc_settings():
   churn, kept = faults_per_call('default'), faults_per_call('default', TCMALLOC[0])
   assert kept < churn / 8, (kept, churn)
+
+
+RERUN = """
+import os, sys
+from jaxgen import runtime
+runtime.rerun_with_tcmalloc()
+with open('/proc/self/maps') as f:
+  print('tcmalloc' in f.read(), repr(os.environ.get('LD_PRELOAD')), sys.argv[1:], sep='|')
+"""
+
+
+@pytest.mark.skipif(not TCMALLOC, reason='tcmalloc is not installed (scripts/get_tcmalloc.sh)')
+@pytest.mark.parametrize('preload', [None, ''])
+def test_a_program_started_without_ld_preload_restarts_itself_on_tcmalloc(preload):
+  """As `make` runs them, with its arguments; LD_PRELOAD set (even empty) is left alone."""
+  env = {k: v for k, v in os.environ.items() if k not in ('LD_PRELOAD', 'JAXGEN_PRELOADED')}
+  if preload is not None:
+    env['LD_PRELOAD'] = preload
+  out = subprocess.run([sys.executable, '-c', RERUN, 'a', '--b=c'], env=env, check=True,
+                       capture_output=True, text=True).stdout.strip().split('|')
+  if preload is None:
+    assert out == ['True', repr(TCMALLOC[0]), "['a', '--b=c']"]
+  else:
+    assert out == ['False', "''", "['a', '--b=c']"]
