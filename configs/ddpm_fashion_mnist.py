@@ -1,6 +1,6 @@
 r"""DDPM on Fashion-MNIST: the project's spine config.
 
-Run (CPU demo, 9-11 minutes on 2 cores):
+Run (CPU demo: its training took 9m08s on a 2-core Intel Xeon, README "Benchmark"):
   jaxgen-train --config=configs/ddpm_fashion_mnist.py:demo --workdir=runs/demo
 
 Variants (after the colon):

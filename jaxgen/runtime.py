@@ -33,6 +33,12 @@ TCMALLOC_GLOBS = ('/usr/lib/*-linux-gnu/libtcmalloc_minimal.so.4',
 _REEXEC_ENV = 'JAXGEN_PRELOADED'
 
 
+def tcmalloc_path() -> str | None:
+  """The installed tcmalloc library, if any."""
+  found = sorted(path for pattern in TCMALLOC_GLOBS for path in glob.glob(pattern))
+  return found[0] if found else None
+
+
 def rerun_with_tcmalloc() -> None:
   """Restart this program with tcmalloc preloaded, as the Makefile runs it, when it is
   installed and LD_PRELOAD is unset (set, even empty, it is the user's choice): with glibc's
@@ -44,12 +50,12 @@ def rerun_with_tcmalloc() -> None:
       or os.environ.get(_REEXEC_ENV) or not getattr(sys, 'orig_argv', None)
       or sys.flags.interactive or {'pytest', 'IPython', 'ipykernel'} & sys.modules.keys()):
     return
-  found = sorted(path for pattern in TCMALLOC_GLOBS for path in glob.glob(pattern))
-  if not found:
+  path = tcmalloc_path()
+  if path is None:
     return
   sys.stdout.flush()
   sys.stderr.flush()
-  env = {**os.environ, 'LD_PRELOAD': found[0], _REEXEC_ENV: '1'}
+  env = {**os.environ, 'LD_PRELOAD': path, _REEXEC_ENV: '1'}
   os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
 
 

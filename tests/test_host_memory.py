@@ -3,7 +3,6 @@ by glibc with jax_setup.keep_freed_host_memory, or by tcmalloc (which the Makefi
 and which keeps it anyway)."""
 
 import functools
-import glob
 import os
 import subprocess
 import sys
@@ -11,8 +10,9 @@ import sys
 import pytest
 
 from conftest import REPO
+from jaxgen import runtime
 
-TCMALLOC = sorted(glob.glob('/usr/lib/*-linux-gnu/libtcmalloc_minimal.so.4'))
+TCMALLOC = [path for path in [runtime.tcmalloc_path()] if path]
 
 # Two devices, each with a 64 MiB output (and temporaries) per call: above the 64 MiB a
 # glibc thread arena holds, so by default each call maps fresh pages for them.
