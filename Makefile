@@ -4,7 +4,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: malloc demo eval-demo vae-demo ae-demo gan-demo pix2pix-demo cyclegan-demo test lint data bench-torch \
+.PHONY: malloc native demo eval-demo vae-demo ae-demo gan-demo pix2pix-demo cyclegan-demo test lint data bench-torch \
   clean-demo constraints
 
 # tcmalloc under every program and test run here, unless LD_PRELOAD is set already (`make
@@ -17,6 +17,11 @@ export LD_PRELOAD = $(firstword $(wildcard /usr/lib/*-linux-gnu/libtcmalloc_mini
 endif
 malloc:
 	scripts/get_tcmalloc.sh >/dev/null
+
+# The oneDNN convolutions XLA:CPU calls (jaxgen/models/onednn.py; README, "CPU
+# convolutions"): built once into jaxgen/native/, optional outside the tests.
+native: $(STAMP)
+	scripts/build_native.sh $(BIN)/python
 
 # Installs the exact versions of constraints.txt (pyproject.toml has the ranges).
 $(STAMP): pyproject.toml constraints.txt
@@ -42,7 +47,7 @@ data:
 # FD-FMNIST of the DDPM demo (DEMO_CONFIG=configs/ddpm_fashion_mnist.py:demo) in 0.57x its
 # time (side by side on a 2-core Intel Xeon: README, "Benchmark").
 DEMO_CONFIG ?= configs/edm_fashion_mnist.py:demo
-demo: $(STAMP) malloc data
+demo: $(STAMP) malloc native data
 	$(BIN)/jaxgen-train --config=$(DEMO_CONFIG) --workdir=runs/demo
 
 # Evaluates the demo run: FD-FMNIST next to the real-data floor (trains the classifier once).
@@ -52,7 +57,7 @@ EVAL_SAMPLES ?= 5000
 # against the Fashion-MNIST test split (its Inception statistics are computed once).
 INCEPTION ?=
 INCEPTION_REF := runs/fmnist_test_inception.npz
-eval-demo: $(STAMP) malloc data
+eval-demo: $(STAMP) malloc native data
 	test -f $(CLASSIFIER)/train_stats.npz || \
 	  $(BIN)/jaxgen-eval train_classifier --output=$(CLASSIFIER)
 	$(if $(INCEPTION),test -f $(INCEPTION_REF) || $(BIN)/jaxgen-eval stats --split=test \
@@ -63,13 +68,13 @@ eval-demo: $(STAMP) malloc data
 # The VAE on Fashion-MNIST: train, then latent walks + prior samples, then test-set bits/dim
 # (and FD-FMNIST of its samples when the classifier of eval-demo exists).
 FD_FMNIST = --classifier_dir=$(if $(wildcard $(CLASSIFIER)/train_stats.npz),$(CLASSIFIER),)
-vae-demo: $(STAMP) malloc data
+vae-demo: $(STAMP) malloc native data
 	$(BIN)/jaxgen-train --config=configs/vae_fashion_mnist.py:demo --workdir=runs/vae_demo
 	$(BIN)/jaxgen-sample --workdir=runs/vae_demo --interpolate
 	$(BIN)/jaxgen-eval --workdir=runs/vae_demo --num_samples=$(EVAL_SAMPLES) $(FD_FMNIST)
 
 # The KL autoencoder (latent-diffusion first stage): train, latent walks, test-split PSNR.
-ae-demo: $(STAMP) malloc data
+ae-demo: $(STAMP) malloc native data
 	$(BIN)/jaxgen-train --config=configs/autoencoder_kl_fashion_mnist.py:demo --workdir=runs/ae_demo
 	$(BIN)/jaxgen-sample --workdir=runs/ae_demo --interpolate
 	$(BIN)/jaxgen-eval --workdir=runs/ae_demo
@@ -80,7 +85,7 @@ ae-demo: $(STAMP) malloc data
 # is trained once, as for eval-demo).
 GAN_DEMO_CONFIG ?= configs/dcgan_fashion_mnist.py:demo
 GAN_DEMO_FIGURE ?= --sweep=labels=0,1,2,3,4,5,6,7,8,9
-gan-demo: $(STAMP) malloc data
+gan-demo: $(STAMP) malloc native data
 	$(BIN)/jaxgen-train --config=$(GAN_DEMO_CONFIG) --workdir=runs/gan_demo
 	$(BIN)/jaxgen-sample --workdir=runs/gan_demo --num_images=8 \
 	  --sweep=truncation_psi=1,0.8,0.6,0.4,0.2,0
@@ -97,13 +102,13 @@ gan-demo: $(STAMP) malloc data
 # trained once, as for eval-demo). CycleGAN's small networks step ~10% faster on one CPU device
 # than split over two (benchmarks/train_step.py, batch 16, alternating runs on a 2-core AMD EPYC:
 # 204-218 against 237-238 ms).
-pix2pix-demo: $(STAMP) malloc data
+pix2pix-demo: $(STAMP) malloc native data
 	$(BIN)/jaxgen-train --config=configs/pix2pix_edges2fashion.py:demo --workdir=runs/pix2pix_demo
 	test -f $(CLASSIFIER)/train_stats.npz || \
 	  $(BIN)/jaxgen-eval train_classifier --output=$(CLASSIFIER)
 	$(BIN)/jaxgen-eval --workdir=runs/pix2pix_demo --classifier_dir=$(CLASSIFIER)
 
-cyclegan-demo: $(STAMP) malloc data
+cyclegan-demo: $(STAMP) malloc native data
 	$(BIN)/jaxgen-train --config=configs/cyclegan_sneaker2boot.py:demo --workdir=runs/cyclegan_demo \
 	  --num_cpu_devices=1
 	test -f $(CLASSIFIER)/train_stats.npz || \
@@ -114,10 +119,11 @@ cyclegan-demo: $(STAMP) malloc data
 # core on our 2-core CI machines; each test file runs whole in one worker).
 TEST_WORKERS ?= 2
 test: $(STAMP) malloc
+	scripts/build_native.sh $(BIN)/python --require
 	scripts/get_fashion_mnist.sh --optional
 	$(BIN)/ruff check jaxgen tests configs benchmarks
 	$(BIN)/shellcheck launch/*.sh launch/slurm.sbatch scripts/*.sh .ci/run
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=12
+	JAXGEN_TEST_ONEDNN=require $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=12
 
 # jaxgen against PyTorch (diffusers' UNet2DModel, oneDNN) on this CPU, side by side:
 # benchmarks/vs_pytorch.py in its own venv, so neither is a dependency of jaxgen.
@@ -128,7 +134,7 @@ $(BENCH_VENV)/.installed: benchmarks/requirements-torch.txt
 	$(BENCH_VENV)/bin/pip install -q --upgrade pip
 	$(BENCH_VENV)/bin/pip install -q -r benchmarks/requirements-torch.txt
 	touch $@
-bench-torch: $(STAMP) malloc $(BENCH_VENV)/.installed
+bench-torch: $(STAMP) malloc native $(BENCH_VENV)/.installed
 	$(BIN)/python benchmarks/vs_pytorch.py --torch_python=$(BENCH_VENV)/bin/python \
 	  --cases=$(BENCH_CASES)
 

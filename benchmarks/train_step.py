@@ -52,12 +52,16 @@ def matmul_peak(size: int, repeats: int = 5) -> float:
 
 
 def step_flops(s, state, batch, rng) -> float:
-  """FLOPs of one whole step: XLA's cost analysis of the unpartitioned program."""
+  """FLOPs of one whole step: XLA's cost analysis of the unpartitioned program, with XLA's
+  own convolutions (its count does not see into the oneDNN calls)."""
   import jax
+
+  from jaxgen.models import onednn
 
   abstract = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
                                     (state, batch, rng))
-  cost = jax.jit(s.objective.train_step).lower(*abstract).compile().cost_analysis()
+  with onednn.off():
+    cost = jax.jit(s.objective.train_step).lower(*abstract).compile().cost_analysis()
   cost = cost[0] if isinstance(cost, list) else cost
   return float(cost['flops'])
 

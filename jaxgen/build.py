@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 from typing import Any
 
 import jax
@@ -124,12 +125,23 @@ class WithFrozen:
                                                               self.s.frozen_shardings))
 
 
+def on_mesh(s: Setup, fn):
+  """`fn` traced with the run's mesh known, whoever compiles it: model code that partitions
+  by hand (models/onednn.py's `shard_map` over the devices) needs it."""
+
+  @functools.wraps(fn)
+  def traced(*args):
+    with jax.sharding.use_abstract_mesh(s.mesh.abstract_mesh):
+      return fn(*args)
+  return traced
+
+
 def jit_train_step(s: Setup):
   """The objective's step, jitted with explicit shardings and the state donated."""
   # The guard leaves the state unchanged on a step with NaN/Inf, and flags it in the metrics.
   frozen = (s.frozen_shardings,) if s.objective.frozen else ()
   compiled = _once(s, 'train_step', lambda: jax.jit(
-      nonfinite.guard(s.objective.train_step),
+      on_mesh(s, nonfinite.guard(s.objective.train_step)),
       in_shardings=(s.state_shardings, s.batch_sharding, s.replicated, *frozen),
       out_shardings=(s.state_shardings, s.replicated), donate_argnums=(0,)))
   return WithFrozen(s, compiled) if frozen else compiled
@@ -150,7 +162,8 @@ def jit_sample(s: Setup, num_images: int, **sample_options):
                               **extra, **sample_options)
   frozen = (s.frozen_shardings,) if s.objective.frozen else ()
   compiled = _once(s, ('sample', num_images, tuple(sorted(sample_options.items()))),
-                   lambda: jax.jit(fn, in_shardings=(s.state_shardings, s.replicated, *frozen),
+                   lambda: jax.jit(on_mesh(s, fn),
+                                   in_shardings=(s.state_shardings, s.replicated, *frozen),
                                    out_shardings=output_sharding(s, num_images)))
   if frozen:
     compiled = WithFrozen(s, compiled)
@@ -168,7 +181,8 @@ def jit_reconstruct(s: Setup, images: np.ndarray):
   def fn(state, images):
     params = s.objective.sample_params(state)
     return s.objective.decode(params, s.objective.encode(params, images))
-  compiled = jax.jit(fn, in_shardings=(s.state_shardings, layout), out_shardings=layout)
+  compiled = jax.jit(on_mesh(s, fn), in_shardings=(s.state_shardings, layout),
+                     out_shardings=layout)
 
   def reconstruct(state) -> np.ndarray:
     return np.asarray(multihost_utils.process_allgather(compiled(state, images), tiled=True))
@@ -180,8 +194,8 @@ def jit_translate(s: Setup, num_images: int, direction: str = 'a2b'):
   sources by `sample_params(state)`, as a host uint8 array, the same on every process."""
   layout = output_sharding(s, num_images)
   compiled = jax.jit(
-      lambda state, sources, rng: s.objective.translate(s.objective.sample_params(state),
-                                                        sources, rng, direction),
+      on_mesh(s, lambda state, sources, rng: s.objective.translate(
+          s.objective.sample_params(state), sources, rng, direction)),
       in_shardings=(s.state_shardings, layout, s.replicated), out_shardings=layout)
 
   def translate(state, sources: np.ndarray, rng: jax.Array) -> np.ndarray:

@@ -22,6 +22,8 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from jaxgen.models import onednn
+
 Padding = tuple[tuple[int, int], tuple[int, int]]
 
 
@@ -101,17 +103,21 @@ matmul_conv2d.defvjp(_conv2d_fwd, _conv2d_bwd)
 def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
                          rhs_dilation=None, dimension_numbers=None, feature_group_count=1,
                          **kwargs):
-  """`jax.lax.conv_general_dilated` for `nnx.Conv(conv_general_dilated=...)`: under
-  `matmul_gradients()`, a plain NHWC x HWIO convolution (explicit padding, one stride, no
-  dilation or groups) goes through `matmul_conv2d`; everything else is XLA's."""
-  plain = (_MATMUL_GRADIENTS.get() and lhs.ndim == 4 and not isinstance(padding, str)
-           and len(set(window_strides)) == 1 and feature_group_count == 1
+  """`jax.lax.conv_general_dilated` for `nnx.Conv(conv_general_dilated=...)`. A plain NHWC x
+  HWIO convolution (one stride, no dilation or groups) goes through `matmul_conv2d` under
+  `matmul_gradients()`, else through `onednn.conv2d` where that applies (float32 on the
+  CPU backend with the library built); everything else is XLA's."""
+  plain = (lhs.ndim == 4 and len(set(window_strides)) == 1 and feature_group_count == 1
            and all(d in (None, 1) for d in (*(lhs_dilation or ()), *(rhs_dilation or ())))
            and dimension_numbers == jax.lax.conv_dimension_numbers(
                lhs.shape, rhs.shape, ('NHWC', 'HWIO', 'NHWC'))
            and all(v is None for v in kwargs.values()))
-  if plain:
+  if plain and _MATMUL_GRADIENTS.get() and not isinstance(padding, str):
     return matmul_conv2d(lhs, rhs, window_strides[0], tuple(tuple(p) for p in padding))
+  if plain and not _MATMUL_GRADIENTS.get() and onednn.applies(lhs, rhs):
+    if isinstance(padding, str):
+      padding = jax.lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], window_strides, padding)
+    return onednn.conv2d(lhs, rhs, window_strides[0], tuple(tuple(p) for p in padding))
   return jax.lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation,
                                       rhs_dilation, dimension_numbers, feature_group_count,
                                       **kwargs)

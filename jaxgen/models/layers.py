@@ -6,6 +6,8 @@ import math
 
 from flax import nnx
 
+from jaxgen.models import conv as conv_lib
+
 ZERO_INIT = nnx.initializers.zeros_init()
 # DDPM / score_sde's default_init: variance scaling 1.0, fan_avg, uniform.
 DEFAULT_INIT = nnx.initializers.variance_scaling(1.0, 'fan_avg', 'uniform')
@@ -16,7 +18,8 @@ def conv(cin: int, cout: int, k: int, rngs: nnx.Rngs, *, stride: int = 1, zero: 
   """A k x k 'SAME' convolution; `zero` initialises the kernel to zeros (residual branches
   and output heads that should start as the identity / zero)."""
   return nnx.Conv(cin, cout, kernel_size=(k, k), strides=(stride, stride), padding='SAME',
-                  kernel_init=ZERO_INIT if zero else DEFAULT_INIT, dtype=dtype, rngs=rngs)
+                  kernel_init=ZERO_INIT if zero else DEFAULT_INIT, dtype=dtype,
+                  conv_general_dilated=conv_lib.conv_general_dilated, rngs=rngs)
 
 
 def num_groups(channels: int, max_groups: int = 32) -> int:

@@ -1,0 +1,196 @@
+// 2-D convolutions (NHWC x HWIO, float32) through oneDNN, as XLA FFI handlers for the CPU.
+//
+// XLA:CPU's weight-gradient convolutions ran at 57 GFLOP/s on one core of a 2-core Intel
+// Xeon (AVX-512) for 4x32x32x128 -> 128, 3x3, where oneDNN's direct AVX-512 kernel ran at
+// 204 (jaxgen/models/onednn.py says where this is used and what it bought). Each call runs
+// on `threads` OpenMP threads from the calling one: the cores per XLA:CPU device (one with
+// jaxgen's default of one device per core).
+//
+// Three handlers: forward, backward-data and backward-weights. Activations stay in XLA's
+// NHWC layout (oneDNN's AVX-512 kernels read and write it directly, as fast as their own
+// blocked layout); kernels are reordered between HWIO and the blocked layout the primitive
+// chooses (format `any`). Primitives and their blocked buffers are cached per thread, keyed
+// by the call's shapes, strides and padding.
+
+#include <omp.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "oneapi/dnnl/dnnl.hpp"
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+using dnnl::memory;
+using tag = memory::format_tag;
+
+namespace {
+
+enum Kind { kForward = 0, kBackwardData = 1, kBackwardWeights = 2 };
+
+struct Geometry {
+  int64_t n, h, w, c, o, kh, kw, oh, ow, stride, pt, pb, pl, pr;
+  memory::desc src(tag t) const { return {{n, c, h, w}, memory::data_type::f32, t}; }
+  memory::desc wei(tag t) const { return {{o, c, kh, kw}, memory::data_type::f32, t}; }
+  memory::desc dst(tag t) const { return {{n, o, oh, ow}, memory::data_type::f32, t}; }
+  std::string key(int kind) const {
+    std::string k = std::to_string(kind);
+    for (int64_t v : {n, h, w, c, o, kh, kw, oh, ow, stride, pt, pb, pl, pr})
+      k += "," + std::to_string(v);
+    return k;
+  }
+};
+
+dnnl::engine& cpu_engine() {
+  static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  return engine;
+}
+
+// One operand: the caller's plain buffer and, when the kernel wants another layout, a
+// cached buffer in that layout with the reorders between them.
+struct Operand {
+  memory::desc plain, blocked;
+  std::unique_ptr<memory> inner;  // null when `blocked` is `plain`
+  std::unique_ptr<dnnl::reorder> in, out;
+  void init(const memory::desc& p, const memory::desc& b, bool is_input) {
+    plain = p;
+    blocked = b;
+    if (p == b) return;
+    inner = std::make_unique<memory>(b, cpu_engine());
+    if (is_input)
+      in = std::make_unique<dnnl::reorder>(memory(p, cpu_engine(), DNNL_MEMORY_NONE), *inner);
+    else
+      out = std::make_unique<dnnl::reorder>(*inner, memory(p, cpu_engine(), DNNL_MEMORY_NONE));
+  }
+  // The memory the kernel reads (after reordering `data` in) or writes.
+  memory bind(dnnl::stream& s, void* data, bool is_input) {
+    memory user(plain, cpu_engine(), data);
+    if (!inner) return user;
+    if (is_input) in->execute(s, user, *inner);
+    return *inner;
+  }
+  void finish(dnnl::stream& s, void* data) {
+    if (!inner) return;
+    memory user(plain, cpu_engine(), data);
+    out->execute(s, *inner, user);
+  }
+};
+
+struct Entry {
+  dnnl::primitive primitive;
+  Operand a, b, result;  // forward: src, wei -> dst; data: dst, wei -> src; weights: src, dst -> wei
+  int arg_a, arg_b, arg_result;
+};
+
+Entry make_entry(int kind, const Geometry& g) {
+  auto& eng = cpu_engine();
+  memory::dims strides = {g.stride, g.stride}, pad_l = {g.pt, g.pl}, pad_r = {g.pb, g.pr};
+  auto algo = dnnl::algorithm::convolution_direct;
+  dnnl::convolution_forward::primitive_desc fwd(
+      dnnl::convolution_forward::desc(dnnl::prop_kind::forward_training, algo, g.src(tag::nhwc),
+                                      g.wei(tag::any), g.dst(tag::nhwc), strides, pad_l, pad_r),
+      eng);
+  Entry e;
+  if (kind == kForward) {
+    e.primitive = dnnl::convolution_forward(fwd);
+    e.a.init(g.src(tag::nhwc), fwd.src_desc(), true);
+    e.b.init(g.wei(tag::hwio), fwd.weights_desc(), true);
+    e.result.init(g.dst(tag::nhwc), fwd.dst_desc(), false);
+    e.arg_a = DNNL_ARG_SRC, e.arg_b = DNNL_ARG_WEIGHTS, e.arg_result = DNNL_ARG_DST;
+  } else if (kind == kBackwardData) {
+    dnnl::convolution_backward_data::primitive_desc pd(
+        dnnl::convolution_backward_data::desc(algo, g.src(tag::nhwc), g.wei(tag::any),
+                                              g.dst(tag::nhwc), strides, pad_l, pad_r),
+        eng, fwd);
+    e.primitive = dnnl::convolution_backward_data(pd);
+    e.a.init(g.dst(tag::nhwc), pd.diff_dst_desc(), true);
+    e.b.init(g.wei(tag::hwio), pd.weights_desc(), true);
+    e.result.init(g.src(tag::nhwc), pd.diff_src_desc(), false);
+    e.arg_a = DNNL_ARG_DIFF_DST, e.arg_b = DNNL_ARG_WEIGHTS, e.arg_result = DNNL_ARG_DIFF_SRC;
+  } else {
+    dnnl::convolution_backward_weights::primitive_desc pd(
+        dnnl::convolution_backward_weights::desc(algo, g.src(tag::nhwc), g.wei(tag::any),
+                                                 g.dst(tag::nhwc), strides, pad_l, pad_r),
+        eng, fwd);
+    e.primitive = dnnl::convolution_backward_weights(pd);
+    e.a.init(g.src(tag::nhwc), pd.src_desc(), true);
+    e.b.init(g.dst(tag::nhwc), pd.diff_dst_desc(), true);
+    e.result.init(g.wei(tag::hwio), pd.diff_weights_desc(), false);
+    e.arg_a = DNNL_ARG_SRC, e.arg_b = DNNL_ARG_DIFF_DST, e.arg_result = DNNL_ARG_DIFF_WEIGHTS;
+  }
+  return e;
+}
+
+ffi::Error run(int kind, const Geometry& g, void* a, void* b, void* result, int64_t threads) {
+  thread_local std::unordered_map<std::string, Entry> cache;
+  thread_local dnnl::stream stream(cpu_engine());
+  omp_set_num_threads(static_cast<int>(threads));
+  try {
+    std::string key = g.key(kind);
+    auto it = cache.find(key);
+    if (it == cache.end()) it = cache.emplace(key, make_entry(kind, g)).first;
+    Entry& e = it->second;
+    memory ma = e.a.bind(stream, a, true), mb = e.b.bind(stream, b, true);
+    memory mr = e.result.bind(stream, result, false);
+    e.primitive.execute(stream, {{e.arg_a, ma}, {e.arg_b, mb}, {e.arg_result, mr}});
+    e.result.finish(stream, result);
+    stream.wait();
+  } catch (const dnnl::error& err) {
+    return ffi::Error::Internal(std::string("oneDNN convolution: ") + err.what());
+  }
+  return ffi::Error::Success();
+}
+
+// x: NHWC input, w: HWIO kernel, y: NHWC output; the three handlers take two of them and
+// write the third.
+Geometry geometry(ffi::Span<const int64_t> x, ffi::Span<const int64_t> w,
+                  ffi::Span<const int64_t> y, int64_t stride, int64_t pt, int64_t pb,
+                  int64_t pl, int64_t pr) {
+  return {x[0], x[1], x[2], x[3], w[3], w[0], w[1], y[1], y[2], stride, pt, pb, pl, pr};
+}
+
+ffi::Error Forward(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
+                   ffi::ResultBuffer<ffi::F32> y, int64_t stride, int64_t pt, int64_t pb,
+                   int64_t pl, int64_t pr, int64_t threads) {
+  return run(kForward,
+             geometry(x.dimensions(), w.dimensions(), y->dimensions(), stride, pt, pb, pl, pr),
+             x.untyped_data(), w.untyped_data(), y->untyped_data(), threads);
+}
+
+ffi::Error BackwardData(ffi::Buffer<ffi::F32> dy, ffi::Buffer<ffi::F32> w,
+                        ffi::ResultBuffer<ffi::F32> dx, int64_t stride, int64_t pt,
+                        int64_t pb, int64_t pl, int64_t pr, int64_t threads) {
+  return run(kBackwardData,
+             geometry(dx->dimensions(), w.dimensions(), dy.dimensions(), stride, pt, pb, pl, pr),
+             dy.untyped_data(), w.untyped_data(), dx->untyped_data(), threads);
+}
+
+ffi::Error BackwardWeights(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy,
+                           ffi::ResultBuffer<ffi::F32> dw, int64_t stride, int64_t pt,
+                           int64_t pb, int64_t pl, int64_t pr, int64_t threads) {
+  return run(kBackwardWeights,
+             geometry(x.dimensions(), dw->dimensions(), dy.dimensions(), stride, pt, pb, pl, pr),
+             x.untyped_data(), dy.untyped_data(), dw->untyped_data(), threads);
+}
+
+}  // namespace
+
+#define JAXGEN_CONV_HANDLER(name, fn)                                                     \
+  XLA_FFI_DEFINE_HANDLER_SYMBOL(name, fn,                                                 \
+                                ffi::Ffi::Bind()                                          \
+                                    .Arg<ffi::Buffer<ffi::F32>>()                         \
+                                    .Arg<ffi::Buffer<ffi::F32>>()                         \
+                                    .Ret<ffi::Buffer<ffi::F32>>()                         \
+                                    .Attr<int64_t>("stride")                              \
+                                    .Attr<int64_t>("pad_top")                             \
+                                    .Attr<int64_t>("pad_bottom")                          \
+                                    .Attr<int64_t>("pad_left")                            \
+                                    .Attr<int64_t>("pad_right")                           \
+                                    .Attr<int64_t>("threads"));
+
+JAXGEN_CONV_HANDLER(JaxgenOnednnConvForward, Forward)
+JAXGEN_CONV_HANDLER(JaxgenOnednnConvBackwardData, BackwardData)
+JAXGEN_CONV_HANDLER(JaxgenOnednnConvBackwardWeights, BackwardWeights)

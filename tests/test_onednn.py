@@ -1,0 +1,107 @@
+"""The oneDNN convolutions (models/onednn.py): the values and gradients of XLA's, computed
+per device under a mesh, and XLA's wherever the calls cannot run per device."""
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from jaxgen import sharding
+from jaxgen.models import conv as conv_lib
+from jaxgen.models import onednn
+
+if not onednn.available():
+  # `make test` builds the library first and sets JAXGEN_TEST_ONEDNN=require.
+  if os.environ.get('JAXGEN_TEST_ONEDNN') == 'require':
+    raise RuntimeError(f'{onednn.LIBRARY} is not built or does not load: '
+                       'run scripts/build_native.sh .venv/bin/python --require')
+  pytest.skip('the oneDNN library is not built (scripts/build_native.sh)',
+              allow_module_level=True)
+
+DN = ('NHWC', 'HWIO', 'NHWC')
+
+
+def mesh():
+  return jax.make_mesh((jax.device_count(), 1), sharding.MESH_AXES,
+                       axis_types=(jax.sharding.AxisType.Auto,) * 2)
+
+
+def conv(x, w, stride, padding, routed):
+  if routed:  # as nnx.Conv(conv_general_dilated=conv_lib.conv_general_dilated) calls it
+    return conv_lib.conv_general_dilated(
+        x, w, (stride, stride), padding,
+        dimension_numbers=jax.lax.conv_dimension_numbers(x.shape, w.shape, DN))
+  return jax.lax.conv_general_dilated(x, w, (stride, stride), padding, dimension_numbers=DN)
+
+
+def loss(x, w, stride, padding, routed):
+  return jnp.sum(jnp.sin(conv(x, w, stride, padding, routed)))
+
+
+def onednn_calls(fn, *args) -> int:
+  return jax.jit(fn).lower(*args).as_text().count('jaxgen_onednn_conv')
+
+
+# (cin, cout, kernel, stride, padding, calls): all three convolutions on oneDNN (strided,
+# asymmetric padding, 1x1, one input channel), and an output layer's many-to-few
+# projection, whose forward (and the input layer's input gradient) stays XLA's.
+CASES = [(16, 16, 3, 1, 'SAME', 3), (32, 40, 3, 2, 'SAME', 3),
+         (32, 32, 3, 1, ((0, 2), (1, 0)), 3), (48, 32, 1, 1, 'VALID', 3),
+         (1, 16, 3, 1, 'SAME', 3), (32, 3, 3, 1, 'SAME', 2), (3, 32, 3, 1, 'SAME', 2)]
+
+
+@pytest.mark.parametrize('cin,cout,k,stride,padding,calls', CASES)
+def test_a_convolution_and_its_gradients_are_xlas_computed_per_device(
+    cin, cout, k, stride, padding, calls):
+  n = 2 * jax.device_count()
+  kx, kw = jax.random.split(jax.random.key(cin + cout + k + stride))
+  x = jax.random.normal(kx, (n, 8, 8, cin))
+  w = jax.random.normal(kw, (k, k, cin, cout)) / np.sqrt(k * k * cin)
+  m = mesh()
+  with jax.set_mesh(m):
+    x = jax.device_put(x, NamedSharding(m, P(sharding.MESH_AXES)))
+    grad = lambda routed: jax.jit(jax.value_and_grad(
+        lambda x, w: loss(x, w, stride, padding, routed), argnums=(0, 1)))
+    (v1, (dx1, dw1)), (v0, (dx0, dw0)) = grad(True)(x, w), grad(False)(x, w)
+    assert onednn_calls(jax.grad(lambda x, w: loss(x, w, stride, padding, True),
+                                 argnums=(0, 1)), x, w) == calls
+    # Per device: the examples are not gathered onto every device for the calls.
+    forward = jax.jit(lambda x, w: conv(x, w, stride, padding, True)).lower(x, w).compile()
+    assert 'all-gather' not in forward.as_text()
+  np.testing.assert_allclose(v1, v0, rtol=1e-5)
+  np.testing.assert_allclose(dx1, dx0, rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(dw1, dw0, rtol=1e-4, atol=1e-4)
+  assert dx1.sharding.spec == P(sharding.MESH_AXES)
+
+
+def test_a_gradient_penalty_through_the_calls_is_xlas():
+  """A derivative of a derivative (R1 on a discriminator) differentiates no FFI call."""
+  kx, kw = jax.random.split(jax.random.key(1))
+  x = jax.random.normal(kx, (jax.device_count(), 6, 6, 32))
+  w = jax.random.normal(kw, (3, 3, 32, 32)) / 17.0
+
+  def penalty(w, routed):
+    g = jax.grad(lambda x: loss(x, w, 1, 'SAME', routed))(x)
+    return jnp.sum(g ** 2)
+  with jax.set_mesh(mesh()):
+    got = jax.jit(jax.grad(lambda w: penalty(w, True)))(w)
+    want = jax.jit(jax.grad(lambda w: penalty(w, False)))(w)
+  np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_without_a_mesh_or_an_even_split_or_when_off_the_convolutions_are_xlas():
+  x = jnp.ones((jax.device_count() + 1, 6, 6, 32))
+  w = jnp.ones((3, 3, 32, 32))
+  f = jax.grad(lambda x, w: loss(x, w, 1, 'SAME', True), argnums=(0, 1))
+  # No mesh known on several devices: sharded operands would be gathered for the calls.
+  assert jax.device_count() > 1 and onednn_calls(f, x[:-1], w) == 0
+  with jax.set_mesh(mesh()):
+    assert onednn_calls(f, x[:-1], w) == 3
+    assert onednn_calls(f, x, w) == 0  # the batch does not split over the devices
+    with onednn.off():  # a trace-time switch: for functions traced under it
+      fresh = jax.grad(lambda x, w: loss(x, w, 1, 'SAME', True), argnums=(0, 1))
+      assert onednn_calls(fresh, x[:-1], w) == 0
