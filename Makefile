@@ -44,8 +44,8 @@ data:
 
 # Trains the CPU demo into runs/demo; rerunning resumes from the last checkpoint. The demo is
 # EDM, class-conditional with guidance (configs/edm_fashion_mnist.py:demo): 0.42x the
-# FD-FMNIST of the DDPM demo (DEMO_CONFIG=configs/ddpm_fashion_mnist.py:demo) in 0.57x its
-# time (side by side on a 2-core Intel Xeon: README, "Benchmark").
+# FD-FMNIST of the DDPM demo (DEMO_CONFIG=configs/ddpm_fashion_mnist.py:demo) in 0.44x its
+# time (side by side on a 2-core Intel Xeon, with the oneDNN convolutions: README, "Benchmark").
 DEMO_CONFIG ?= configs/edm_fashion_mnist.py:demo
 demo: $(STAMP) malloc native data
 	$(BIN)/jaxgen-train --config=$(DEMO_CONFIG) --workdir=runs/demo

@@ -9,7 +9,7 @@ these are; config.diffusion and config.ema differ, and the demo is class-conditi
   demo     the DDPM demo's 0.7M-parameter UNet with a class embedding, 1,100 steps at batch
            64 with lr 3e-3, sampled with classifier-free guidance 2.0; grids of 100 samples,
            one row per class. `make demo`: under half the FD-FMNIST of the DDPM demo's 1,600
-           steps, in 0.57x of its time (side by side on a 2-core Intel Xeon).
+           steps, in 0.44x of its time (side by side on a 2-core Intel Xeon).
 """
 
 import ddpm_fashion_mnist

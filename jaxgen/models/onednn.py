@@ -33,6 +33,7 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 from jax.sharding import PartitionSpec as P
 
 Padding = tuple[tuple[int, int], tuple[int, int]]
@@ -47,7 +48,12 @@ _TARGETS = {'forward': 'JaxgenOnednnConvForward', 'backward_data': 'JaxgenOnednn
 def _load() -> bool:
   if os.environ.get('JAXGEN_ONEDNN', '1') == '0' or not os.path.exists(LIBRARY):
     return False
-  library = ctypes.cdll.LoadLibrary(LIBRARY)
+  try:
+    library = ctypes.cdll.LoadLibrary(LIBRARY)
+  except OSError as e:  # e.g. libdnnl removed since the build
+    logging.warning('%s does not load (%s): XLA\'s convolutions are used; rebuild it with '
+                    'scripts/build_native.sh', LIBRARY, e)
+    return False
   for name, symbol in _TARGETS.items():
     jax.ffi.register_ffi_target(f'jaxgen_onednn_conv_{name}',
                                 jax.ffi.pycapsule(getattr(library, symbol)), platform='cpu')
