@@ -43,7 +43,7 @@ data:
 	scripts/get_fashion_mnist.sh
 
 # Trains the CPU demo into runs/demo; rerunning resumes from the last checkpoint. The demo is
-# EDM, class-conditional with guidance (configs/edm_fashion_mnist.py:demo): 0.42x the
+# EDM, class-conditional with guidance (configs/edm_fashion_mnist.py:demo): 0.42-0.45x the
 # FD-FMNIST of the DDPM demo (DEMO_CONFIG=configs/ddpm_fashion_mnist.py:demo) in 0.44x its
 # time (side by side on a 2-core Intel Xeon, with the oneDNN convolutions: README, "Benchmark").
 DEMO_CONFIG ?= configs/edm_fashion_mnist.py:demo
