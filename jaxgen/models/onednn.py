@@ -103,6 +103,30 @@ def _xla_weight_gradient(x, dy, w_shape, stride, padding):
   return jax.vjp(lambda w: _forward(x, w, stride, padding), w0)[1](dy)[0]
 
 
+def _xla_input_gradient(dy, w, x_shape, stride, padding):
+  x0 = jnp.zeros(x_shape, dy.dtype)
+  return jax.vjp(lambda x: _forward(x, w, stride, padding), x0)[1](dy)[0]
+
+
+def _differentiated_as(xla_fn):
+  """`fn(a, b, shape, stride, padding)` (a gradient convolution on oneDNN) as a custom_vjp
+  whose own derivative is that of `xla_fn`, the same function in XLA's convolutions: its
+  forward rule calls the function itself, so a derivative of a derivative (a gradient
+  penalty) never differentiates an FFI call."""
+
+  def wrap(fn):
+    wrapped = jax.custom_vjp(fn, nondiff_argnums=(2, 3, 4))
+
+    def fwd(a, b, shape, stride, padding):
+      return wrapped(a, b, shape, stride, padding), (a, b)
+
+    def bwd(shape, stride, padding, residuals, ct):
+      return jax.vjp(lambda a, b: xla_fn(a, b, shape, stride, padding), *residuals)[1](ct)
+    wrapped.defvjp(fwd, bwd)
+    return wrapped
+  return wrap
+
+
 def _call(name: str, a: jax.Array, b: jax.Array, shape, stride: int, padding: Padding
           ) -> jax.Array:
   (top, bottom), (left, right) = padding
@@ -149,26 +173,13 @@ def _onednn_forward(cin: int, cout: int) -> bool:
   return not (cout <= 4 and cin >= 32)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+@_differentiated_as(_xla_weight_gradient)
 def weight_gradient(x: jax.Array, dy: jax.Array, w_shape: tuple[int, ...], stride: int,
                     padding: Padding) -> jax.Array:
   """d(conv(x, w))/dw applied to dy, on oneDNN: per device under a mesh, then summed."""
   if not _splits(x.shape[0]):
     return _xla_weight_gradient(x, dy, w_shape, stride, padding)
   return _per_device('backward_weights', x, dy, w_shape, stride, padding, True)
-
-
-def _weight_gradient_fwd(x, dy, w_shape, stride, padding):
-  return weight_gradient(x, dy, w_shape, stride, padding), (x, dy)
-
-
-def _weight_gradient_bwd(w_shape, stride, padding, residuals, ct):
-  x, dy = residuals
-  return jax.vjp(lambda x, dy: _xla_weight_gradient(x, dy, w_shape, stride, padding),
-                 x, dy)[1](ct)
-
-
-weight_gradient.defvjp(_weight_gradient_fwd, _weight_gradient_bwd)
 
 
 def _conv(x: jax.Array, w: jax.Array, stride: int, padding: Padding) -> jax.Array:
@@ -178,12 +189,7 @@ def _conv(x: jax.Array, w: jax.Array, stride: int, padding: Padding) -> jax.Arra
   return _forward(x, w, stride, padding)
 
 
-def _xla_input_gradient(dy, w, x_shape, stride, padding):
-  x0 = jnp.zeros(x_shape, dy.dtype)
-  return jax.vjp(lambda x: _forward(x, w, stride, padding), x0)[1](dy)[0]
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+@_differentiated_as(_xla_input_gradient)
 def input_gradient(dy: jax.Array, w: jax.Array, x_shape: tuple[int, ...], stride: int,
                    padding: Padding) -> jax.Array:
   """d(conv(x, w))/dx applied to dy: a convolution from w's outputs to its inputs, on
@@ -208,9 +214,8 @@ def conv2d(x: jax.Array, w: jax.Array, stride: int, padding: Padding) -> jax.Arr
   return _conv(x, w, stride, padding)
 
 
-# Each rule's forward pass calls the function itself and its backward pass is made of the
-# other two, so a derivative of a derivative (a gradient penalty) never differentiates an
-# FFI call: the second-order terms are XLA's.
+# As in `_differentiated_as`: the forward rule calls the function itself and the backward
+# one is made of the two gradients, so second-order terms never differentiate an FFI call.
 def _conv2d_fwd(x, w, stride, padding):
   return conv2d(x, w, stride, padding), (x, w)
 
@@ -222,16 +227,3 @@ def _conv2d_bwd(stride, padding, residuals, dy):
 
 
 conv2d.defvjp(_conv2d_fwd, _conv2d_bwd)
-
-
-def _input_gradient_fwd(dy, w, x_shape, stride, padding):
-  return input_gradient(dy, w, x_shape, stride, padding), (dy, w)
-
-
-def _input_gradient_bwd(x_shape, stride, padding, residuals, ct):
-  dy, w = residuals
-  return jax.vjp(lambda dy, w: _xla_input_gradient(dy, w, x_shape, stride, padding),
-                 dy, w)[1](ct)
-
-
-input_gradient.defvjp(_input_gradient_fwd, _input_gradient_bwd)
