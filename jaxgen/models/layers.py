@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import jax
+import jax.numpy as jnp
 from flax import nnx
 
 from jaxgen.models import conv as conv_lib
@@ -27,9 +29,47 @@ def num_groups(channels: int, max_groups: int = 32) -> int:
   return math.gcd(channels, max_groups)
 
 
+class GroupNorm(nnx.GroupNorm):
+  """nnx.GroupNorm (same parameters, options and numbers) whose statistics are summed over
+  the positions per channel first, then over each group's channels. nnx.GroupNorm reduces
+  a (..., groups, channels per group) view over the positions and the short last axis at
+  once, a strided reduction that XLA:CPU ran at half the speed (the forward of a 4x32x32x256
+  NHWC activation on one core of the 2-core Xeon: 1.5 against 0.7 ms). Sampling the demo
+  model got 1.27x faster with it (250 images: 20.8 -> 16.4 s), its training step ~4%.
+  Masks, explicit reduction axes, a named axis and the exact variance go to nnx.GroupNorm."""
+
+  def __call__(self, x: jax.Array, *, mask: jax.Array | None = None) -> jax.Array:
+    if (mask is not None or self.reduction_axes is not None or self.axis_name is not None
+        or not self.use_fast_variance):
+      return super().__call__(x, mask=mask)
+    scale = self.scale[...] if self.scale else None
+    bias = self.bias[...] if self.bias else None
+    x, scale, bias = self.promote_dtype((x, scale, bias), dtype=self.dtype)
+    positions = tuple(range(1, x.ndim - 1))
+    # Statistics in at least float32, as nnx.GroupNorm's: E[x^2] - E[x]^2, clipped at 0.
+    xs = x.astype(jnp.promote_types(self.dtype or x.dtype, jnp.float32))
+    count = math.prod(x.shape[1:-1]) * self.group_size
+
+    def per_channel_mean(per_channel_sum):  # (batch, channels) -> the mean of each group's
+      groups = per_channel_sum.reshape(x.shape[0], self.num_groups, self.group_size)
+      return jnp.repeat(groups.sum(-1) / count, self.group_size, axis=1)
+
+    mean = per_channel_mean(jnp.sum(xs, positions))
+    var = jnp.maximum(0.0, per_channel_mean(jnp.sum(jnp.square(xs), positions)) - mean ** 2)
+    stats_shape = (x.shape[0],) + (1,) * len(positions) + (x.shape[-1],)
+    mul = jax.lax.rsqrt(var + self.epsilon).reshape(stats_shape)
+    if scale is not None:
+      mul = mul * scale
+    y = (x - mean.reshape(stats_shape)) * mul
+    if bias is not None:
+      y = y + bias
+    args = [a for a in (x, scale, bias) if a is not None]
+    return y.astype(self.dtype or jnp.result_type(*args))
+
+
 def group_norm(channels: int, rngs: nnx.Rngs) -> nnx.GroupNorm:
   """GroupNorm (batch-free, so models hold no running statistics)."""
-  return nnx.GroupNorm(channels, num_groups=num_groups(channels), rngs=rngs)
+  return GroupNorm(channels, num_groups=num_groups(channels), rngs=rngs)
 
 
 NORMS = ('instance', 'group', 'layer', 'none')
@@ -42,4 +82,4 @@ def norm_layer(kind: str, channels: int, rngs: nnx.Rngs):
   if kind == 'none':
     return lambda x: x
   groups = {'instance': channels, 'group': num_groups(channels), 'layer': 1}[kind]
-  return nnx.GroupNorm(channels, num_groups=groups, rngs=rngs)
+  return GroupNorm(channels, num_groups=groups, rngs=rngs)
