@@ -162,10 +162,12 @@ def checkpoint_stall(config, compiled, state, batch, key, window: int, rounds: i
 
   from jaxgen import checkpoint
 
-  def steps(state, offset):
+  def steps(state, offset, save_step=None):
     start = time.perf_counter()
     for i in range(window):
       state, _ = compiled(state, batch, jax.random.fold_in(key, offset + i))
+    if save_step:  # as jaxgen/train.py: the save's copy queued behind the step
+      ckpt.prepare(save_step, state, force=True)
     jax.block_until_ready(state)
     return state, time.perf_counter() - start
 
@@ -175,7 +177,7 @@ def checkpoint_stall(config, compiled, state, batch, key, window: int, rounds: i
     snapshots = snapshot and checkpoint.Checkpointer(workdir, every=1, use_async=True,
                                                      subdir=checkpoint.SNAPSHOT_DIR)
     for r in range(rounds + 1):
-      state, before = steps(state, 1000 * r)
+      state, before = steps(state, 1000 * r, save_step=r + 1)
       start = time.perf_counter()
       with checkpoint.start_together():  # as jaxgen/train.py saves
         ckpt.save(r + 1, state, None, config, force=True)

@@ -129,6 +129,7 @@ class Checkpointer:
     self._saving: concurrent.futures.Future | None = None  # the save on the saver thread
     self._gate: threading.Event | None = None  # what holds that save back, if anything
     self._packed: tuple | None = None  # what the last save packed, for `within`
+    self._prepared: tuple | None = None  # (step, pack_for_reuse's result) from `prepare`
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep, save_interval_steps=every, enable_async_checkpointing=use_async,
         cleanup_tmp_directories=not read_only, create=not read_only, read_only=read_only)
@@ -142,6 +143,16 @@ class Checkpointer:
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
 
+  def prepare(self, step: int, state: Any, *, force: bool = False) -> None:
+    """Dispatches, without waiting, the packed copy that `save(step, state, ...)` would
+    make. The loop calls it right after dispatching the step, so the copy queues behind the
+    step on the devices; made in `save`, after the loop's checks have waited for the step,
+    it ran while the devices idled. `save` takes it when given the same state's leaves;
+    otherwise it is dropped."""
+    self._prepared = None
+    if self._background and (force or self.manager.should_save(step)):
+      self._prepared = (step, packing.pack_for_reuse(state))
+
   def save(self, step: int, state: Any, data_iterator: grain.DatasetIterator | None,
            config: ml_collections.ConfigDict, *, force: bool = False,
            within: Checkpointer | None = None) -> bool:
@@ -150,6 +161,7 @@ class Checkpointer:
     snapshots are part of the train state): `state` is then saved from slices of that save's
     packed copy, taken on the saver thread, instead of being copied again here."""
     self._packed = None
+    prepared, self._prepared = self._prepared, None
     if not force and not self.manager.should_save(step):
       return False
     self._join()
@@ -161,7 +173,10 @@ class Checkpointer:
       layout, make_arrays = derived
       within._packed = None  # the saves free the copy: not the loop, at its next save
     else:
-      arrays, layout, self._packed = packing.pack_for_reuse(state)
+      if prepared and prepared[0] == step and packing.same_leaves(prepared[1][2][0], state):
+        arrays, layout, self._packed = prepared[1]
+      else:
+        arrays, layout, self._packed = packing.pack_for_reuse(state)
       make_arrays = lambda: arrays  # noqa: E731
     items = {}
     if data_iterator is not None:

@@ -139,6 +139,12 @@ def pack_for_reuse(state: Any) -> tuple[dict[str, dict[str, Any]], dict[str, Any
   return {k: v for k, v in arrays.items() if v}, layout, (leaves, plan, arrays)
 
 
+def same_leaves(leaves: list[Any], tree: Any) -> bool:
+  """Whether `tree`'s leaves are the very objects in `leaves`, in order."""
+  other = jax.tree_util.tree_leaves(tree)
+  return len(other) == len(leaves) and all(a is b for a, b in zip(other, leaves))
+
+
 def derive(packed: tuple | None, tree: Any) -> tuple[dict[str, Any], Callable] | None:
   """(layout, a function making the arrays) of `tree` from `packed` = `pack_for_reuse`'s record of a
   state holding each of `tree`'s leaves (the same objects, at the same paths): its packed

@@ -116,6 +116,7 @@ def _train(s: build.Setup, workdir: str, stop_at_step: int | None, lock: workdir
         done = step + 1
         preempted = watcher.reached(done)
         last = preempted or done in (config.total_steps, stop_at_step)
+        ckpt.prepare(done, state, force=last)  # the save's copy, queued behind the step
         if stop_on_nonfinite:
           unchecked.append((done, step_metrics))
           if done % config.log_every == 0 or done % config.checkpoint_every == 0 or last:

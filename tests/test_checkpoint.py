@@ -130,6 +130,32 @@ def test_a_part_of_a_saved_state_is_saved_from_its_packed_copy(tmp_path, monkeyp
   parts.close()
 
 
+def test_a_prepared_copy_is_saved_only_for_its_step_and_state(tmp_path, monkeypatch):
+  """`prepare` (the loop calls it right after dispatching the step) makes the packed copy that
+  `save` then writes; a save of another step or of other leaves packs anew, so what is saved
+  is always the state given to `save`; a step that is no save step prepares nothing."""
+  state = _state(_mesh())
+  packs = []
+  pack = packing.pack_for_reuse
+  monkeypatch.setattr(packing, 'pack_for_reuse', lambda tree: packs.append(tree) or pack(tree))
+  ckpt = checkpoint.Checkpointer(str(tmp_path), every=2, use_async=True)
+  config = tiny_config_with()
+  other = jax.tree.map(lambda x: x + 1 if jnp.issubdtype(x.dtype, jnp.floating) else x, state)
+  for step, prepared, saved, packed in ((2, state, state, 1), (4, state, other, 2),
+                                        (6, state, state, 2)):
+    packs.clear()
+    ckpt.prepare(step if step != 6 else 8, prepared)  # 6: prepared for another step
+    ckpt.save(step, saved, None, config)
+    assert len(packs) == packed, step
+    ckpt.wait()
+    target = _target(saved)
+    _assert_same(saved, ckpt.restore(step, target), target)
+  packs.clear()
+  ckpt.prepare(7, state)
+  assert not packs  # step 7 is no save step
+  ckpt.close()
+
+
 def test_a_checkpoint_written_before_packing_still_restores(tmp_path):
   state = _state(_mesh())
   ckpt = checkpoint.Checkpointer(str(tmp_path), use_async=False)
