@@ -129,7 +129,7 @@ class Checkpointer:
     self._saving: concurrent.futures.Future | None = None  # the save on the saver thread
     self._gate: threading.Event | None = None  # what holds that save back, if anything
     self._packed: tuple | None = None  # what the last save packed, for `within`
-    self._prepared: tuple | None = None  # (step, pack_for_reuse's result) from `prepare`
+    self._prepared: tuple | None = None  # (step, treedef, pack_for_reuse's result): `prepare`
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep, save_interval_steps=every, enable_async_checkpointing=use_async,
         cleanup_tmp_directories=not read_only, create=not read_only, read_only=read_only)
@@ -151,7 +151,7 @@ class Checkpointer:
     otherwise it is dropped."""
     self._prepared = None
     if self._background and (force or self.manager.should_save(step)):
-      self._prepared = (step, packing.pack_for_reuse(state))
+      self._prepared = (step, jax.tree_util.tree_structure(state), packing.pack_for_reuse(state))
 
   def save(self, step: int, state: Any, data_iterator: grain.DatasetIterator | None,
            config: ml_collections.ConfigDict, *, force: bool = False,
@@ -173,8 +173,9 @@ class Checkpointer:
       layout, make_arrays = derived
       within._packed = None  # the saves free the copy: not the loop, at its next save
     else:
-      if prepared and prepared[0] == step and packing.same_leaves(prepared[1][2][0], state):
-        arrays, layout, self._packed = prepared[1]
+      if (prepared and prepared[:2] == (step, jax.tree_util.tree_structure(state))
+          and packing.same_leaves(prepared[2][2][0], state)):
+        arrays, layout, self._packed = prepared[2]
       else:
         arrays, layout, self._packed = packing.pack_for_reuse(state)
       make_arrays = lambda: arrays  # noqa: E731
