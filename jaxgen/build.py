@@ -141,7 +141,8 @@ def jit_train_step(s: Setup):
   # The guard leaves the state unchanged on a step with NaN/Inf, and flags it in the metrics.
   frozen = (s.frozen_shardings,) if s.objective.frozen else ()
   compiled = _once(s, 'train_step', lambda: jax.jit(
-      on_mesh(s, nonfinite.guard(s.objective.train_step)),
+      on_mesh(s, nonfinite.guard(s.objective.train_step,
+                                 gates_updates=s.objective.gates_updates)),
       in_shardings=(s.state_shardings, s.batch_sharding, s.replicated, *frozen),
       out_shardings=(s.state_shardings, s.replicated), donate_argnums=(0,)))
   return WithFrozen(s, compiled) if frozen else compiled

@@ -53,11 +53,15 @@ class Optimizer:
   def init(self, params: Any) -> Any:
     return self.tx.init(params)
 
+  def learning_rate(self, step: jax.Array) -> jax.Array:
+    """The learning rate of the update at `step`."""
+    return jnp.asarray(self.schedule(step), jnp.float32)
+
   def update(self, grads: Any, opt_state: Any, params: Any, step: jax.Array
              ) -> tuple[Any, Any, jax.Array]:
     """(new params, new optimizer state, the learning rate used) for the update at `step`."""
     updates, opt_state = self.tx.update(grads, opt_state, params)
-    learning_rate = jnp.asarray(self.schedule(step), jnp.float32)
+    learning_rate = self.learning_rate(step)
     updates = jax.tree_util.tree_map(lambda u: (learning_rate * u).astype(u.dtype), updates)
     return optax.apply_updates(params, updates), opt_state, learning_rate
 

@@ -8,6 +8,7 @@ import sys
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -90,6 +91,56 @@ def test_guard_catches_non_finite_state_beside_the_parameters_with_finite_metric
   assert nonfinite.describe_first(records) == 'step 1: non-finite values in the updated state'
   new, metrics = guarded(state, np.float32(2.0), jax.random.key(0))
   assert float(metrics['nonfinite']) == 0.0 and float(new['gan']['aug_p']) == 0.25
+
+
+def test_a_step_that_gates_its_own_update_is_guarded_like_one_that_does_not():
+  # The same step written both ways (objective.gates_updates): the guard's outputs agree on
+  # a finite step, a non-finite metric and non-finite state beside the parameters.
+  def step(gated):
+    def train_step(state, batch, rng):
+      new = {'step': state['step'] + 1, 'gan': {'aug_p': state['gan']['aug_p'] / batch}}
+      metrics = {'loss': batch * jnp.sum(state['params']), 'grad_norm': jnp.sqrt(batch)}
+      update = lambda old: {'params': old['params'] + batch,
+                            'opt_state': {'mu': old['opt_state']['mu'] * 0.5 + batch}}
+      derived = {'params': state['params'], 'opt_state': state['opt_state']}
+      new.update(nonfinite.update_if_finite(update, derived, metrics, new) if gated
+                 else update(derived))
+      return new, metrics
+    return jax.jit(nonfinite.guard(train_step, gates_updates=gated))
+
+  state = {'step': np.int32(4), 'params': np.ones(3, np.float32),
+           'opt_state': {'mu': np.full(3, 2.0, np.float32)}, 'gan': {'aug_p': np.float32(0.5)}}
+  gated, plain = step(True), step(False)
+  for batch, bad in ((2.0, 0.0), (-1.0, 1.0), (0.0, 1.0)):  # sqrt(-1) = nan; 0.5 / 0 = inf
+    new, metrics = gated(state, np.float32(batch), jax.random.key(0))
+    assert_trees_equal(new, plain(state, np.float32(batch), jax.random.key(0))[0])
+    assert float(metrics['nonfinite']) == bad and int(new['step']) == 5
+    if bad:
+      assert_trees_equal(_without_step(new), _without_step(state))
+  np.testing.assert_array_equal(new['params'], state['params'])
+  new, _ = gated(state, np.float32(2.0), jax.random.key(0))
+  np.testing.assert_array_equal(new['opt_state']['mu'], np.full(3, 3.0, np.float32))
+
+
+@pytest.mark.parametrize('config_name', ('edm_fashion_mnist', 'vae_fashion_mnist'))
+def test_a_family_that_gates_its_update_keeps_its_whole_state_on_a_nan_batch(config_name):
+  s = build.setup(tiny_config_with(config_name))
+  assert s.objective.gates_updates
+  step = build.jit_train_step(s)
+  shapes = s.objective.batch_shapes(s.config.global_batch_size)
+  rng = np.random.default_rng(0)
+  good = {name: (rng.uniform(-1, 1, shape) if name == 'image' else np.zeros(shape)
+                 ).astype(dtype) for name, (shape, dtype) in shapes.items()}
+  bad = {**good, 'image': np.full_like(good['image'], np.nan)}
+  init = jax.device_get(build.init_state(s, jax.random.key(0)))
+  state, m = step(build.init_state(s, jax.random.key(0)), bad, jax.random.key(1))
+  assert float(m['nonfinite']) == 1.0 and int(state['step']) == 1
+  assert_trees_equal(_without_step(init), _without_step(jax.device_get(state)))
+  state, m = step(state, good, jax.random.key(2))
+  assert float(m['nonfinite']) == 0.0
+  assert any(not np.array_equal(a, b) for a, b in zip(
+      jax.tree_util.tree_leaves(init['params']),
+      jax.tree_util.tree_leaves(jax.device_get(state['params']))))
 
 
 def test_a_workdir_of_another_model_is_refused_and_left_untouched(tmp_path, fake_fmnist):

@@ -56,6 +56,10 @@ class Objective:
     diffusion's autoencoder): the trainer loads them once, lays them out on the run's mesh,
     and passes them to train_step(state, batch, rng, frozen) and sample(..., frozen=...),
     never donated and never saved with the run.
+  gates_updates: train_step updates its parameters, optimizer state and EMAs
+    (nonfinite.DERIVED) through nonfinite.update_if_finite, after every metric and the
+    rest of its new state are known, so the non-finite guard need not choose between the
+    whole new state and the old one (which copies the updated state each step).
   sample_classes: a class-conditional model's number of classes (0: unconditional). Its
     default labels cycle through the classes (class_labels): grids put one class per row,
     and batches of samples hold whole cycles.
@@ -80,6 +84,7 @@ class Objective:
   snapshot: Callable[[State], Any] | None = None
   snapshot_every: int = 0
   frozen: Any = None
+  gates_updates: bool = False
 
 
 class Partial(NamedTuple):

@@ -12,7 +12,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from jaxgen import models, objectives, optim, posthoc_ema
+from jaxgen import models, nonfinite, objectives, optim, posthoc_ema
 from jaxgen import state as state_lib
 from jaxgen.objectives import Objective, class_labels, formulations, latent, to_uint8
 from jaxgen.samplers import SAMPLERS, run_sampler
@@ -118,16 +118,22 @@ def make_objective(config: ml_collections.ConfigDict) -> Objective:
     example_keys = jax.random.split(rng, batch['image'].shape[0])
     loss, grads = optim.accumulate_gradients(loss_fn, state['params'], batch, example_keys,
                                              config.grad_accum_steps)
-    params, opt_state, learning_rate = optimizer.update(grads, state['opt_state'],
-                                                        state['params'], state['step'])
     decay = state_lib.ema_decay_at(state['step'], config.ema.decay, config.ema.warmup)
-    new_state.update({'step': state['step'] + 1, 'params': params,
-                      'ema_params': state_lib.ema_update(state['ema_params'], params, decay),
-                      'opt_state': opt_state})
-    if sigma_rels:
-      new_state['phema'] = posthoc_ema.track(state['phema'], params, state['step'], gammas)
     metrics = {'loss': loss, 'grad_norm': optax.global_norm(grads),
-               'learning_rate': learning_rate, 'ema_decay': decay}
+               'learning_rate': optimizer.learning_rate(state['step']), 'ema_decay': decay}
+    new_state['step'] = state['step'] + 1
+
+    def update(old):
+      params, opt_state, _ = optimizer.update(grads, old['opt_state'], old['params'],
+                                              state['step'])
+      new = {'params': params, 'opt_state': opt_state,
+             'ema_params': state_lib.ema_update(old['ema_params'], params, decay)}
+      if sigma_rels:
+        new['phema'] = posthoc_ema.track(old['phema'], params, state['step'], gammas)
+      return new
+
+    derived = {k: state[k] for k in nonfinite.DERIVED if k in state}
+    new_state.update(nonfinite.update_if_finite(update, derived, metrics, new_state))
     return new_state, metrics
 
   def sample(params, rng, n, *, frozen=None, sampler=None, steps=None, eta=None, labels=None,
@@ -155,7 +161,7 @@ def make_objective(config: ml_collections.ConfigDict) -> Objective:
                    if ae else (lambda state: state['ema_params']),
                    batch_shapes=objectives.image_batch_shapes(config),
                    progress_metrics=('loss',), sample_options=SAMPLE_OPTIONS,
-                   sample_classes=num_classes,
+                   sample_classes=num_classes, gates_updates=True,
                    snapshot=(lambda state: {'phema': state['phema']}) if sigma_rels else None,
                    snapshot_every=config.ema.get('snapshot_every', 0),
                    frozen=ae.frozen() if ae else None)

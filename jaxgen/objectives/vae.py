@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from jaxgen import models, objectives, optim, validate
+from jaxgen import models, nonfinite, objectives, optim, validate
 from jaxgen.models.functional import FunctionalModel
 from jaxgen.objectives import Objective, likelihoods, to_uint8
 
@@ -121,13 +121,19 @@ def make_objective(config: ml_collections.ConfigDict) -> Objective:
     (loss, scalars), grads = optim.accumulate_gradients(
         functools.partial(loss_fn, kl_weight=kl_weight), state['params'], batch, example_keys,
         config.grad_accum_steps, has_aux=True)
-    params, opt_state, learning_rate = optimizer.update(grads, state['opt_state'],
-                                                        state['params'], state['step'])
-    new_state = {'step': state['step'] + 1, 'params': params, 'opt_state': opt_state}
     metrics = {'loss': loss, **scalars,
                'bits_per_dim': likelihoods.bits_per_dim(scalars['nelbo_nats'], num_dims),
                'kl_weight': kl_weight, 'grad_norm': optax.global_norm(grads),
-               'learning_rate': learning_rate}
+               'learning_rate': optimizer.learning_rate(state['step'])}
+    new_state = {'step': state['step'] + 1}
+
+    def update(old):
+      params, opt_state, _ = optimizer.update(grads, old['opt_state'], old['params'],
+                                              state['step'])
+      return {'params': params, 'opt_state': opt_state}
+
+    derived = {'params': state['params'], 'opt_state': state['opt_state']}
+    new_state.update(nonfinite.update_if_finite(update, derived, metrics, new_state))
     return new_state, metrics
 
   def decode(params, z):
@@ -152,7 +158,7 @@ def make_objective(config: ml_collections.ConfigDict) -> Objective:
             f'iwae{vcfg.iw_samples}_nats': iwae,
             f'iwae{vcfg.iw_samples}_bits_per_dim': likelihoods.bits_per_dim(iwae, num_dims)}
 
-  return Objective(init=init, train_step=train_step, sample=sample,
+  return Objective(init=init, train_step=train_step, sample=sample, gates_updates=True,
                    sample_params=lambda state: state['params'],
                    batch_shapes=objectives.image_batch_shapes(config),
                    encode=encode, decode=decode, test_metrics=test_metrics,
