@@ -1,9 +1,13 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from flax import nnx
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from jaxgen.models.functional import FunctionalModel
+from jaxgen.models.layers import dropout
 from jaxgen.models.unet import UNet, timestep_embedding
 from jaxgen.state import count_params
 
@@ -110,3 +114,32 @@ def test_group_norm_matches_nnx_group_norm():
   mask = jnp.broadcast_to(jnp.arange(9).reshape(1, 3, 3, 1) % 2 == 0, x.shape)
   reference = nnx.GroupNorm(16, num_groups=4, rngs=nnx.Rngs(0))
   np.testing.assert_allclose(norm(x, mask=mask), reference(x, mask=mask), rtol=1e-6)
+
+
+def test_dropout_keeps_the_mean_at_the_stated_rate_and_splits_with_the_batch():
+  x = jnp.asarray(np.random.default_rng(0).uniform(1, 2, (8, 32, 32, 128)), jnp.float32)
+  for shape in (x.shape, (8, 16, 16, 5)):  # an odd last axis: one draw per value
+    x_ = x[:, :shape[1], :shape[2], :shape[3]]
+    out = np.asarray(dropout(x_, 0.1, jax.random.key(1)))
+    kept = out != 0
+    threshold = round(0.9 * 2**16)
+    # kept values are scaled by exactly 2^16 / threshold; the rate is within 5 sigma
+    np.testing.assert_allclose(out[kept], np.asarray(x_)[kept] * (2**16 / threshold), rtol=1e-6)
+    p = threshold / 2**16
+    assert abs(kept.mean() - p) < 5 * np.sqrt(p * (1 - p) / kept.size), kept.mean()
+  # different keys, different masks; the same key, the same mask
+  a, b = dropout(x, 0.1, jax.random.key(1)), dropout(x, 0.1, jax.random.key(2))
+  assert not np.array_equal(a != 0, b != 0)
+  np.testing.assert_array_equal(a, dropout(x, 0.1, jax.random.key(1)))
+  # both halves of each draw are used, independently of each other
+  first, second = np.asarray(a[..., :64] != 0), np.asarray(a[..., 64:] != 0)
+  assert abs(np.mean(first & second) - p * p) < 5 * np.sqrt(p * p * (1 - p * p) / first.size)
+  assert dropout(x, 0.0, jax.random.key(1)) is x and dropout(x, 0.5, None) is x
+  # split over 8 devices along the batch: the same values as on one
+  mesh = jax.make_mesh((8,), ('data',))
+  spec = NamedSharding(mesh, P('data'))
+  sharded = jax.jit(lambda x, k: dropout(x, 0.1, k), in_shardings=(spec, None),
+                    out_shardings=spec)(jax.device_put(x, spec), jax.random.key(1))
+  np.testing.assert_array_equal(sharded, a)
+  with pytest.raises(ValueError, match='dropout rate 1.0'):
+    dropout(x, 1.0, jax.random.key(1))

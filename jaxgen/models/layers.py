@@ -83,3 +83,26 @@ def norm_layer(kind: str, channels: int, rngs: nnx.Rngs):
     return lambda x: x
   groups = {'instance': channels, 'group': num_groups(channels), 'layer': 1}[kind]
   return GroupNorm(channels, num_groups=groups, rngs=rngs)
+
+
+def dropout(x: jax.Array, rate: float, rng: jax.Array | None) -> jax.Array:
+  """Inverted dropout: each value kept with probability ~1 - rate and scaled by the inverse
+  of that probability (so the mean is unchanged), or `x` itself without a key.
+
+  Each kept/dropped choice compares 16 random bits with a threshold, two choices per
+  32-bit draw of the key's generator (halves of the last axis; an odd last axis falls back
+  to one draw per value): threefry's draws were ~4% of the DDPM CIFAR-10 step at batch 8
+  on one CPU device. The keep probability is round((1 - rate) * 2^16) / 2^16, within
+  2^-17 of 1 - rate, and the scale is its exact inverse. The batch axis is never mixed
+  into another, so the masks split over devices with the batch."""
+  if rng is None or rate == 0.0:
+    return x
+  if not 0.0 < rate < 1.0:
+    raise ValueError(f'dropout rate {rate} must be in [0, 1)')
+  threshold = max(1, round((1.0 - rate) * 2**16))
+  if x.shape[-1] % 2:
+    keep = jax.random.bits(rng, x.shape, jnp.uint32) >> 16 < threshold
+  else:
+    bits = jax.random.bits(rng, (*x.shape[:-1], x.shape[-1] // 2), jnp.uint32)
+    keep = jnp.concatenate([bits & 0xFFFF, bits >> 16], axis=-1) < threshold
+  return jnp.where(keep, x * (2**16 / threshold), 0.0).astype(x.dtype)

@@ -36,15 +36,6 @@ def timestep_embedding(t: jax.Array, dim: int, max_period: float = 10000.0) -> j
   return emb
 
 
-
-def _dropout(x: jax.Array, rate: float, rng: jax.Array | None) -> jax.Array:
-  if rng is None or rate == 0.0:
-    return x
-  keep = jax.random.bernoulli(rng, 1.0 - rate, x.shape)
-  return jnp.where(keep, x / (1.0 - rate), 0.0).astype(x.dtype)
-
-
-
 class ResBlock(nnx.Module):
   """GroupNorm-SiLU-conv, plus a projection of the time embedding, twice."""
 
@@ -62,7 +53,7 @@ class ResBlock(nnx.Module):
     h = self.conv1(nnx.silu(self.norm1(x)))
     h = h + self.temb(nnx.silu(temb))[:, None, None, :]
     h = nnx.silu(self.norm2(h))
-    h = self.conv2(_dropout(h, self.dropout, rng))
+    h = self.conv2(layers.dropout(h, self.dropout, rng))
     if self.skip is not None:
       x = self.skip(x)
     return x + h
