@@ -103,6 +103,7 @@ def dropout(x: jax.Array, rate: float, rng: jax.Array | None) -> jax.Array:
   if x.shape[-1] % 2:
     keep = jax.random.bits(rng, x.shape, jnp.uint32) >> 16 < threshold
   else:
-    bits = jax.random.bits(rng, (*x.shape[:-1], x.shape[-1] // 2), jnp.uint32)
-    keep = jnp.concatenate([bits & 0xFFFF, bits >> 16], axis=-1) < threshold
+    bits = jax.random.bits(rng, (*x.shape[:-1], 1, x.shape[-1] // 2), jnp.uint32)
+    halves = bits >> jnp.asarray([[0], [16]], jnp.uint32) & 0xFFFF  # [..., 2, C/2]
+    keep = (halves < threshold).reshape(x.shape)  # low halves, then high ones
   return jnp.where(keep, x * (2**16 / threshold), 0.0).astype(x.dtype)
