@@ -57,19 +57,43 @@ class Optimizer:
     """The learning rate of the update at `step`."""
     return jnp.asarray(self.schedule(step), jnp.float32)
 
-  def update(self, grads: Any, opt_state: Any, params: Any, step: jax.Array
-             ) -> tuple[Any, Any, jax.Array]:
-    """(new params, new optimizer state, the learning rate used) for the update at `step`."""
-    updates, opt_state = self.tx.update(grads, opt_state, params)
+  def update(self, grads: Any, opt_state: Any, params: Any, step: jax.Array,
+             grad_norm: jax.Array | None = None) -> tuple[Any, Any, jax.Array]:
+    """(new params, new optimizer state, the learning rate used) for the update at `step`.
+    `grad_norm`: `optax.tree.norm(grads)` when the step has it already (a metric), so that
+    clipping does not read every gradient again (`clip_by_global_norm`)."""
+    extra = {} if grad_norm is None else {'grad_norm': grad_norm}
+    updates, opt_state = self.tx.update(grads, opt_state, params, **extra)
     learning_rate = self.learning_rate(step)
     updates = jax.tree_util.tree_map(lambda u: (learning_rate * u).astype(u.dtype), updates)
     return optax.apply_updates(params, updates), opt_state, learning_rate
 
 
+def clip_by_global_norm(max_norm: float) -> optax.GradientTransformationExtraArgs:
+  """`optax.clip_by_global_norm` (the same clipping and the same empty state, so checkpoints
+  are interchangeable) that takes the gradients' global norm from the step when it passes
+  one (`grad_norm=`, the norm it reports as a metric) instead of computing it again.
+
+  Inside the non-finite guard's `lax.cond` (`nonfinite.update_if_finite`) XLA cannot share
+  optax's norm with the metric's: reading the 35.7M gradients once more took ~20 ms of the
+  DDPM CIFAR-10 update (Adam, EMA and clipping: 74-77 ms -> 57 ms, where PyTorch's fused
+  AdamW with its foreach clip and EMA took 58 ms; the whole step at batch 8, alternating,
+  1,282 -> 1,259 ms; one device of a 2-core Intel Xeon)."""
+
+  def update_fn(updates, state, params=None, *, grad_norm=None, **extra_args):
+    del params, extra_args
+    norm = optax.tree.norm(updates) if grad_norm is None else grad_norm
+    keep = norm < max_norm
+    return jax.tree.map(lambda t: jax.lax.select(keep, t, (t / norm.astype(t.dtype)) * max_norm),
+                        updates), state
+
+  return optax.GradientTransformationExtraArgs(optax.init_empty_state, update_fn)
+
+
 def build_optimizer(cfg: ml_collections.ConfigDict, total_steps: int) -> Optimizer:
   """AdamW with global-norm gradient clipping (clip <= 0 disables it), its learning rate
   scheduled by the train state's step."""
-  parts = [optax.clip_by_global_norm(cfg.grad_clip)] if cfg.grad_clip > 0 else []
+  parts = [clip_by_global_norm(cfg.grad_clip)] if cfg.grad_clip > 0 else []
   parts.append(optax.adamw(1.0, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps,
                            weight_decay=cfg.weight_decay))
   return Optimizer(optax.chain(*parts), learning_rate_schedule(cfg, total_steps))

@@ -265,3 +265,41 @@ def test_a_tiny_flow_dit_run_resumes_exactly_and_samples(tmp_path):
   tiny_run_resumes_exactly('dit_fashion_mnist', tmp_path)
   grid = np.asarray(Image.open(tmp_path / 'b' / 'samples' / 'step_0000006.png'))
   assert grid.std() > 0  # samples, not a blank image
+
+
+@pytest.mark.parametrize('scale', [0.5, 30.0])  # under the clip and over it
+def test_the_optimizer_clips_as_optax_with_the_norm_the_step_passes(scale):
+  """`optim.clip_by_global_norm` is optax's clipping with the same (empty) state, so a
+  checkpoint's optimizer state is the same tree, and the same updates whether the step
+  passes the gradients' norm (the metric it already has) or not."""
+  import ml_collections
+  import optax
+
+  from jaxgen import optim
+  cfg = ml_collections.ConfigDict(dict(learning_rate=1e-2, warmup_steps=0, decay='constant',
+                                       b1=0.9, b2=0.99, eps=1e-8, weight_decay=0.01,
+                                       grad_clip=1.0))
+  opt = optim.build_optimizer(cfg, 10)
+  reference = optax.chain(optax.clip_by_global_norm(1.0),
+                          optax.adamw(1.0, b1=0.9, b2=0.99, eps=1e-8, weight_decay=0.01))
+  keys = jax.random.split(jax.random.key(0), 3)
+  params = {'w': jax.random.normal(keys[0], (4, 3)), 'b': jax.random.normal(keys[1], (3,))}
+  grads = jax.tree.map(lambda p: scale * p / 3.0, params)
+  state = opt.init(params)
+  assert (jax.tree_util.tree_structure(state)
+          == jax.tree_util.tree_structure(reference.init(params)))
+  want, _ = reference.update(grads, reference.init(params), params)
+  want = optax.apply_updates(params, jax.tree.map(lambda u: 1e-2 * u, want))
+  norm = optax.tree.norm(grads)
+  assert (float(norm) > 1.0) == (scale > 1.0)
+  for passed in (None, norm):
+    got, _, lr = opt.update(grads, state, params, jax.numpy.int32(3), passed)
+    assert float(lr) == pytest.approx(1e-2)
+    for k in params:
+      np.testing.assert_allclose(got[k], want[k], rtol=1e-6, atol=1e-7)
+  # The norm passed is the one clipped by, not recomputed.
+  clip = optim.clip_by_global_norm(1.0)
+  clipped, _ = clip.update(grads, clip.init(params), grad_norm=4 * norm)
+  for k in params:
+    np.testing.assert_allclose(clipped[k], grads[k] / (4 * norm) if 4 * norm > 1 else grads[k],
+                               rtol=1e-6)

@@ -113,16 +113,19 @@ def make_objective(config: ml_collections.ConfigDict) -> Objective:
     disc_factor = disc_on.astype(jnp.float32)
     (ae_loss, (x_hat, scalars)), ae_grads = jax.value_and_grad(ae_loss_fn, has_aux=True)(
         params['autoencoder'], params['discriminator'], x, rng, disc_factor)
+    ae_norm = optax.tree.norm(ae_grads)
     new_ae, ae_opt, learning_rate = opt_ae.update(ae_grads, opt_state['autoencoder'],
-                                                  params['autoencoder'], state['step'])
+                                                  params['autoencoder'], state['step'], ae_norm)
 
     (d_loss, d_scalars), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(
         params['discriminator'], x, jax.lax.stop_gradient(x_hat))
 
+    d_norm = optax.tree.norm(d_grads)
+
     def update_discriminator(operands):
       d_params, d_opt, grads = operands
       # Its schedule (a warm-up, say) starts when it does: the same counter, offset.
-      return opt_d.update(grads, d_opt, d_params, state['step'] - acfg.disc_start)[:2]
+      return opt_d.update(grads, d_opt, d_params, state['step'] - acfg.disc_start, d_norm)[:2]
 
     # Frozen (parameters and optimizer state untouched) until disc_start.
     new_d, d_opt = jax.lax.cond(disc_on, update_discriminator, lambda operands: operands[:2],
@@ -132,10 +135,10 @@ def make_objective(config: ml_collections.ConfigDict) -> Objective:
                  'opt_state': {'autoencoder': ae_opt, 'discriminator': d_opt}}
     # The discriminator's numbers mean something only once it trains: averaged over those
     # steps alone. g_loss and d_weight are computed (and logged) before it starts too.
-    disc_metrics = {'d_loss': d_loss, **d_scalars, 'd_grad_norm': optax.global_norm(d_grads)}
+    disc_metrics = {'d_loss': d_loss, **d_scalars, 'd_grad_norm': d_norm}
     metrics = {'loss': ae_loss, **scalars,
                **{k: only_when(disc_factor, v) for k, v in disc_metrics.items()},
-               'disc_active': disc_factor, 'grad_norm': optax.global_norm(ae_grads),
+               'disc_active': disc_factor, 'grad_norm': ae_norm,
                'learning_rate': learning_rate}
     return new_state, metrics
 

@@ -125,7 +125,9 @@ def make_objective(config: ml_collections.ConfigDict) -> Objective:
 
     (g_value, (parts, fake_a, fake_b)), g_grads = jax.value_and_grad(g_loss, has_aux=True)(
         params['g'], params['d'], real_a, real_b)
-    g_params, g_opt, learning_rate_g = opt_g.update(g_grads, opt_state['g'], params['g'], step)
+    g_norm = optax.tree.norm(g_grads)
+    g_params, g_opt, learning_rate_g = opt_g.update(g_grads, opt_state['g'], params['g'], step,
+                                                    g_norm)
 
     key_a, key_b = jax.random.split(rng)
     pooled_a, pool_a, count_a = pool_query(pools['pool_a'], pools['count_a'],
@@ -134,10 +136,11 @@ def make_objective(config: ml_collections.ConfigDict) -> Objective:
                                            jax.lax.stop_gradient(fake_b), key_b)
     (d_value, d_parts), d_grads = jax.value_and_grad(d_loss, has_aux=True)(
         params['d'], real_a, real_b, pooled_a, pooled_b)
-    d_params, d_opt, learning_rate_d = opt_d.update(d_grads, opt_state['d'], params['d'], step)
+    d_norm = optax.tree.norm(d_grads)
+    d_params, d_opt, learning_rate_d = opt_d.update(d_grads, opt_state['d'], params['d'], step,
+                                                    d_norm)
     metrics = {'g_loss': g_value, 'd_loss': d_value, **parts, **d_parts,
-               'g_grad_norm': optax.global_norm(g_grads),
-               'd_grad_norm': optax.global_norm(d_grads),
+               'g_grad_norm': g_norm, 'd_grad_norm': d_norm,
                'learning_rate_g': learning_rate_g, 'learning_rate_d': learning_rate_d}
     return {'step': step + 1, 'params': {'g': g_params, 'd': d_params},
             'opt_state': {'g': g_opt, 'd': d_opt},

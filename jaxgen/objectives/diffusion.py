@@ -119,13 +119,14 @@ def make_objective(config: ml_collections.ConfigDict) -> Objective:
     loss, grads = optim.accumulate_gradients(loss_fn, state['params'], batch, example_keys,
                                              config.grad_accum_steps)
     decay = state_lib.ema_decay_at(state['step'], config.ema.decay, config.ema.warmup)
-    metrics = {'loss': loss, 'grad_norm': optax.global_norm(grads),
+    grad_norm = optax.tree.norm(grads)
+    metrics = {'loss': loss, 'grad_norm': grad_norm,
                'learning_rate': optimizer.learning_rate(state['step']), 'ema_decay': decay}
     new_state['step'] = state['step'] + 1
 
     def update(old):
       params, opt_state, _ = optimizer.update(grads, old['opt_state'], old['params'],
-                                              state['step'])
+                                              state['step'], grad_norm)
       new = {'params': params, 'opt_state': opt_state,
              'ema_params': state_lib.ema_update(old['ema_params'], params, decay)}
       if sigma_rels:

@@ -257,10 +257,12 @@ def make_objective(config: ml_collections.ConfigDict) -> Objective:
     (d_value, (logits_real, logits_fake)), d_grads = jax.value_and_grad(
         d_main_loss, has_aux=True)(params['d'], real, jax.lax.stop_gradient(fake), labels,
                                    d_key, p)
-    d_params, d_opt, learning_rate_d = opt_d.update(d_grads, opt_state['d'], params['d'], step)
+    d_norm = optax.tree.norm(d_grads)
+    d_params, d_opt, learning_rate_d = opt_d.update(d_grads, opt_state['d'], params['d'], step,
+                                                    d_norm)
     metrics = {'d_loss': d_value, 'logits_real': jnp.mean(logits_real),
                'logits_fake': jnp.mean(logits_fake),
-               'd_grad_norm': optax.global_norm(d_grads), 'learning_rate_d': learning_rate_d}
+               'd_grad_norm': d_norm, 'learning_rate_d': learning_rate_d}
     if d_reg:
       d_params, d_opt, r1, present = lazy(d_reg, step, d_reg_loss, opt_d, d_params, d_opt,
                                           real, labels, dreg_key, p)
@@ -269,9 +271,11 @@ def make_objective(config: ml_collections.ConfigDict) -> Objective:
     # G main, through the updated D.
     (g_value, logits_gen), g_grads = jax.value_and_grad(g_main_loss, has_aux=True)(
         params['g'], d_params, labels, g_key, p)
-    g_params, g_opt, learning_rate_g = opt_g.update(g_grads, opt_state['g'], params['g'], step)
+    g_norm = optax.tree.norm(g_grads)
+    g_params, g_opt, learning_rate_g = opt_g.update(g_grads, opt_state['g'], params['g'], step,
+                                                    g_norm)
     metrics.update({'g_loss': g_value, 'logits_gen': jnp.mean(logits_gen),
-                    'g_grad_norm': optax.global_norm(g_grads), 'learning_rate_g': learning_rate_g})
+                    'g_grad_norm': g_norm, 'learning_rate_g': learning_rate_g})
     pl_mean = gan['pl_mean']
     if g_reg:
       g_params, g_opt, (pl, new_mean), present = lazy(g_reg, step, g_reg_loss, opt_g, g_params,

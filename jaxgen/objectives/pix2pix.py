@@ -87,16 +87,19 @@ def make_objective(config: ml_collections.ConfigDict) -> Objective:
 
     (d_value, (logits_real, logits_fake)), d_grads = jax.value_and_grad(d_loss, has_aux=True)(
         params['d'], source, target, jax.lax.stop_gradient(fake))
-    d_params, d_opt, learning_rate_d = opt_d.update(d_grads, opt_state['d'], params['d'], step)
+    d_norm = optax.tree.norm(d_grads)
+    d_params, d_opt, learning_rate_d = opt_d.update(d_grads, opt_state['d'], params['d'], step,
+                                                    d_norm)
 
     (g_value, (g_gan, g_l1)), fake_grad = jax.value_and_grad(g_loss, has_aux=True)(
         fake, d_params, source, target)
     (g_grads,) = pullback(fake_grad)
-    g_params, g_opt, learning_rate_g = opt_g.update(g_grads, opt_state['g'], params['g'], step)
+    g_norm = optax.tree.norm(g_grads)
+    g_params, g_opt, learning_rate_g = opt_g.update(g_grads, opt_state['g'], params['g'], step,
+                                                    g_norm)
     metrics = {'d_loss': d_value, 'g_loss': g_value, 'g_gan': g_gan, 'g_l1': g_l1,
                'logits_real': jnp.mean(logits_real), 'logits_fake': jnp.mean(logits_fake),
-               'd_grad_norm': optax.global_norm(d_grads),
-               'g_grad_norm': optax.global_norm(g_grads),
+               'd_grad_norm': d_norm, 'g_grad_norm': g_norm,
                'learning_rate_d': learning_rate_d, 'learning_rate_g': learning_rate_g}
     return {'step': step + 1, 'params': {'g': g_params, 'd': d_params},
             'opt_state': {'g': g_opt, 'd': d_opt}}, metrics

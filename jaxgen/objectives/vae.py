@@ -121,15 +121,16 @@ def make_objective(config: ml_collections.ConfigDict) -> Objective:
     (loss, scalars), grads = optim.accumulate_gradients(
         functools.partial(loss_fn, kl_weight=kl_weight), state['params'], batch, example_keys,
         config.grad_accum_steps, has_aux=True)
+    grad_norm = optax.tree.norm(grads)
     metrics = {'loss': loss, **scalars,
                'bits_per_dim': likelihoods.bits_per_dim(scalars['nelbo_nats'], num_dims),
-               'kl_weight': kl_weight, 'grad_norm': optax.global_norm(grads),
+               'kl_weight': kl_weight, 'grad_norm': grad_norm,
                'learning_rate': optimizer.learning_rate(state['step'])}
     new_state = {'step': state['step'] + 1}
 
     def update(old):
       params, opt_state, _ = optimizer.update(grads, old['opt_state'], old['params'],
-                                              state['step'])
+                                              state['step'], grad_norm)
       return {'params': params, 'opt_state': opt_state}
 
     derived = {'params': state['params'], 'opt_state': state['opt_state']}
