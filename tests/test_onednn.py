@@ -47,11 +47,13 @@ def onednn_calls(fn, *args) -> int:
 
 
 # (cin, cout, kernel, stride, padding, calls): all three convolutions on oneDNN (strided,
-# asymmetric padding, 1x1, one input channel), and an output layer's many-to-few
+# asymmetric padding, 1x1, one input channel, stride 1 from fewer to more channels than a
+# tile of the flipped kernel's transpose), and an output layer's many-to-few
 # projection, whose forward (and the input layer's input gradient) stays XLA's.
 CASES = [(16, 16, 3, 1, 'SAME', 3), (32, 40, 3, 2, 'SAME', 3),
          (32, 32, 3, 1, ((0, 2), (1, 0)), 3), (48, 32, 1, 1, 'VALID', 3),
-         (1, 16, 3, 1, 'SAME', 3), (32, 3, 3, 1, 'SAME', 2), (3, 32, 3, 1, 'SAME', 2)]
+         (1, 16, 3, 1, 'SAME', 3), (24, 40, 3, 1, 'SAME', 3), (32, 3, 3, 1, 'SAME', 2),
+         (3, 32, 3, 1, 'SAME', 2)]
 
 
 @pytest.mark.parametrize('cin,cout,k,stride,padding,calls', CASES)

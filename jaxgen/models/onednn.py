@@ -7,8 +7,8 @@ forward and 17.3 ms for the weight gradient, oneDNN 5.3 and 5.5 ms; 64x28x28x16 
 step went from 2.08 s to 1.5 s with them (README, "CPU convolutions").
 
 `conv2d` is a convolution whose forward pass, input gradient (for stride 1, a forward
-convolution with the flipped kernel) and weight gradient are calls into
-`jaxgen/native/onednn_conv.cc`, an XLA FFI handler built by `scripts/build_native.sh`
+convolution with the flipped kernel, which the handler flips) and weight gradient are calls
+into `jaxgen/native/onednn_conv.cc`, an XLA FFI handler built by `scripts/build_native.sh`
 (which `make` runs). A many-to-few projection (a UNet's output layer) keeps XLA's forward
 convolution, where XLA was faster. It is used only on the CPU backend, for float32 NHWC x
 HWIO convolutions without dilation or groups, when the library is built and
@@ -49,6 +49,7 @@ LIBRARY = os.path.join(os.path.dirname(os.path.dirname(__file__)), 'native',
 _TARGETS = {'conv_forward': 'JaxgenOnednnConvForward',
             'conv_backward_data': 'JaxgenOnednnConvBackwardData',
             'conv_backward_weights': 'JaxgenOnednnConvBackwardWeights',
+            'conv_flipped': 'JaxgenOnednnConvFlipped',
             'matmul': 'JaxgenOnednnMatmul'}
 
 
@@ -211,11 +212,11 @@ def input_gradient(dy: jax.Array, w: jax.Array, x_shape: tuple[int, ...], stride
     kh, kw = w.shape[:2]
     if stride == 1 and max(top, bottom) < kh and max(left, right) < kw:
       # A forward convolution of dy with the flipped kernel: oneDNN's backward-data kernel
-      # needs a transposing reorder of the kernel that took ~2x its forward's.
-      flipped = jnp.flip(w, (0, 1)).transpose(0, 1, 3, 2)
+      # needs a transposing reorder of the kernel that took ~2x its forward's. The handler
+      # flips the kernel itself: XLA's flips ran before the step's first convolution, ~45 ms
+      # of thread time at batch 8 of DDPM CIFAR-10 (the step 1,247 -> 1,238 ms, one device).
       pad = ((kh - 1 - top, kh - 1 - bottom), (kw - 1 - left, kw - 1 - right))
-      return _per_device('conv_forward', dy, flipped, x_shape, b_batched=False,
-                         **_conv_attrs(1, pad))
+      return _per_device('conv_flipped', dy, w, x_shape, b_batched=False, **_conv_attrs(1, pad))
     return _per_device('conv_backward_data', dy, w, x_shape, b_batched=False,
                        **_conv_attrs(stride, padding))
   return _xla_input_gradient(dy, w, x_shape, stride, padding)

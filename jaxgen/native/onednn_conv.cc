@@ -15,6 +15,7 @@
 
 #include <omp.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -30,7 +31,10 @@ using tag = memory::format_tag;
 
 namespace {
 
-enum Kind { kForward = 0, kBackwardData = 1, kBackwardWeights = 2 };
+// kFlipped: an input gradient at stride 1 as a forward convolution of the output gradient
+// with the spatially flipped kernel, its input and output channels swapped. The handler
+// writes that kernel (HWIO, as the forward reads it) from the convolution's own.
+enum Kind { kForward = 0, kBackwardData = 1, kBackwardWeights = 2, kFlipped = 3 };
 
 struct Geometry {
   int64_t n, h, w, c, o, kh, kw, oh, ow, stride, pt, pb, pl, pr;
@@ -95,7 +99,7 @@ Entry make_entry(int kind, const Geometry& g) {
                                       g.wei(tag::any), g.dst(tag::nhwc), strides, pad_l, pad_r),
       eng);
   Entry e;
-  if (kind == kForward) {
+  if (kind == kForward || kind == kFlipped) {
     e.primitive = dnnl::convolution_forward(fwd);
     e.a.init(g.src(tag::nhwc), fwd.src_desc(), true);
     e.b.init(g.wei(tag::hwio), fwd.weights_desc(), true);
@@ -125,6 +129,27 @@ Entry make_entry(int kind, const Geometry& g) {
   return e;
 }
 
+// flipped[a][b][q][p] = w[kh-1-a][kw-1-b][p][q] for a kernel w of kh x kw taps, each an
+// [in][out] matrix: per tap, a transpose in tiles that stay in the cache.
+void flip_kernel(const float* w, float* flipped, int64_t kh, int64_t kw, int64_t in,
+                 int64_t out, int64_t threads) {
+  constexpr int64_t T = 16;
+  int64_t taps = kh * kw, tiles_in = (in + T - 1) / T;
+#pragma omp parallel for num_threads(threads) collapse(2) schedule(static)
+  for (int64_t t = 0; t < taps; ++t) {
+    for (int64_t i0 = 0; i0 < tiles_in * T; i0 += T) {
+      const float* src = w + (taps - 1 - t) * in * out;
+      float* dst = flipped + t * in * out;
+      int64_t i1 = std::min(i0 + T, in);
+      for (int64_t o0 = 0; o0 < out; o0 += T) {
+        int64_t o1 = std::min(o0 + T, out);
+        for (int64_t i = i0; i < i1; ++i)
+          for (int64_t o = o0; o < o1; ++o) dst[o * in + i] = src[i * out + o];
+      }
+    }
+  }
+}
+
 ffi::Error run(int kind, const Geometry& g, void* a, void* b, void* result, int64_t threads) {
   thread_local std::unordered_map<std::string, Entry> cache;
   thread_local dnnl::stream stream(cpu_engine());
@@ -134,6 +159,12 @@ ffi::Error run(int kind, const Geometry& g, void* a, void* b, void* result, int6
     auto it = cache.find(key);
     if (it == cache.end()) it = cache.emplace(key, make_entry(kind, g)).first;
     Entry& e = it->second;
+    if (kind == kFlipped) {  // the flipped kernel, into a buffer kept per thread
+      thread_local std::vector<float> flipped;
+      flipped.resize(g.kh * g.kw * g.c * g.o);
+      flip_kernel(static_cast<const float*>(b), flipped.data(), g.kh, g.kw, g.o, g.c, threads);
+      b = flipped.data();
+    }
     memory ma = e.a.bind(stream, a, true), mb = e.b.bind(stream, b, true);
     memory mr = e.result.bind(stream, result, false);
     e.primitive.execute(stream, {{e.arg_a, ma}, {e.arg_b, mb}, {e.arg_result, mr}});
@@ -159,6 +190,19 @@ ffi::Error Forward(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
   return run(kForward,
              geometry(x.dimensions(), w.dimensions(), y->dimensions(), stride, pt, pb, pl, pr),
              x.untyped_data(), w.untyped_data(), y->untyped_data(), threads);
+}
+
+// dy: the output gradient, w: the convolution's own HWIO kernel, dx: the input gradient;
+// the padding is the flipped convolution's.
+ffi::Error Flipped(ffi::Buffer<ffi::F32> dy, ffi::Buffer<ffi::F32> w,
+                   ffi::ResultBuffer<ffi::F32> dx, int64_t stride, int64_t pt, int64_t pb,
+                   int64_t pl, int64_t pr, int64_t threads) {
+  auto k = w.dimensions();
+  int64_t swapped[4] = {k[0], k[1], k[3], k[2]};
+  return run(kFlipped,
+             geometry(dy.dimensions(), ffi::Span<const int64_t>(swapped, 4), dx->dimensions(),
+                      stride, pt, pb, pl, pr),
+             dy.untyped_data(), w.untyped_data(), dx->untyped_data(), threads);
 }
 
 ffi::Error BackwardData(ffi::Buffer<ffi::F32> dy, ffi::Buffer<ffi::F32> w,
@@ -241,5 +285,6 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxgenOnednnMatmul, Matmul,
                                     .Attr<int64_t>("threads"));
 
 JAXGEN_CONV_HANDLER(JaxgenOnednnConvForward, Forward)
+JAXGEN_CONV_HANDLER(JaxgenOnednnConvFlipped, Flipped)
 JAXGEN_CONV_HANDLER(JaxgenOnednnConvBackwardData, BackwardData)
 JAXGEN_CONV_HANDLER(JaxgenOnednnConvBackwardWeights, BackwardWeights)
