@@ -131,9 +131,16 @@ def test_dropout_keeps_the_mean_at_the_stated_rate_and_splits_with_the_batch():
   a, b = dropout(x, 0.1, jax.random.key(1)), dropout(x, 0.1, jax.random.key(2))
   assert not np.array_equal(a != 0, b != 0)
   np.testing.assert_array_equal(a, dropout(x, 0.1, jax.random.key(1)))
-  # both halves of each draw are used, independently of each other
-  first, second = np.asarray(a[..., :64] != 0), np.asarray(a[..., 64:] != 0)
-  assert abs(np.mean(first & second) - p * p) < 5 * np.sqrt(p * p * (1 - p * p) / first.size)
+  # The choices are independent (both kept at the rate p^2, within 5 sigma): both halves of
+  # each draw, neighbours along every axis, and two keys' masks. An unmixed counter, or a
+  # hash of the key alone, fails these.
+  def independent(m1, m2):
+    m1, m2 = np.asarray(m1 != 0), np.asarray(m2 != 0)
+    assert abs(np.mean(m1 & m2) - p * p) < 5 * np.sqrt(p * p * (1 - p * p) / m1.size)
+  independent(a[..., :64], a[..., 64:])
+  for axis in range(4):
+    independent(np.take(a, range(1, 8), axis), np.take(a, range(7), axis))
+  independent(a, b)
   assert dropout(x, 0.0, jax.random.key(1)) is x and dropout(x, 0.5, None) is x
   # split over 8 devices along the batch: the same values as on one
   mesh = jax.make_mesh((8,), ('data',))
