@@ -70,9 +70,10 @@ class Optimizer:
 
 
 def clip_by_global_norm(max_norm: float) -> optax.GradientTransformationExtraArgs:
-  """`optax.clip_by_global_norm` (the same clipping and the same empty state, so checkpoints
-  are interchangeable) that takes the gradients' global norm from the step when it passes
-  one (`grad_norm=`, the norm it reports as a metric) instead of computing it again.
+  """`optax.clip_by_global_norm` (the same clipping, to float rounding, and the same empty
+  state, so checkpoints are interchangeable) that takes the gradients' global norm from the
+  step when it passes one (`grad_norm=`, the norm it reports as a metric) instead of
+  computing it again.
 
   Inside the non-finite guard's `lax.cond` (`nonfinite.update_if_finite`) XLA cannot share
   optax's norm with the metric's: reading the 35.7M gradients once more took ~20 ms of the
@@ -83,9 +84,13 @@ def clip_by_global_norm(max_norm: float) -> optax.GradientTransformationExtraArg
   def update_fn(updates, state, params=None, *, grad_norm=None, **extra_args):
     del params, extra_args
     norm = optax.tree.norm(updates) if grad_norm is None else grad_norm
-    keep = norm < max_norm
-    return jax.tree.map(lambda t: jax.lax.select(keep, t, (t / norm.astype(t.dtype)) * max_norm),
-                        updates), state
+    # One scalar factor, not optax's per-value select between t and t / norm * max_norm:
+    # XLA then fuses the scaling into Adam's moment updates instead of writing the clipped
+    # gradients out and reading both copies back (the update of the DDPM CIFAR-10 UNet's
+    # parameters, moments and EMA on one CPU device: 72.9 -> 63.5 ms, median of 20
+    # alternating; four passes over the 35.7M gradients fewer).
+    factor = jnp.where(norm < max_norm, 1.0, max_norm / norm)
+    return jax.tree.map(lambda t: t * factor.astype(t.dtype), updates), state
 
   return optax.GradientTransformationExtraArgs(optax.init_empty_state, update_fn)
 
