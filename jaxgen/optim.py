@@ -87,8 +87,9 @@ def clip_by_global_norm(max_norm: float) -> optax.GradientTransformationExtraArg
     # One scalar factor, not optax's per-value select between t and t / norm * max_norm:
     # XLA then fuses the scaling into Adam's moment updates instead of writing the clipped
     # gradients out and reading both copies back (the update of the DDPM CIFAR-10 UNet's
-    # parameters, moments and EMA on one CPU device: 72.9 -> 63.5 ms, median of 20
-    # alternating; four passes over the 35.7M gradients fewer).
+    # parameters, moments and EMA on one device of the 2-core Intel Xeon, on a slower day
+    # than the figures above: 72.9 -> 63.5 ms, median of 20 alternating; four passes over
+    # the 35.7M gradients fewer).
     factor = jnp.where(norm < max_norm, 1.0, max_norm / norm)
     return jax.tree.map(lambda t: t * factor.astype(t.dtype), updates), state
 
