@@ -196,6 +196,19 @@ def checkpoint_stall(config, compiled, state, batch, key, window: int, rounds: i
   return state, out
 
 
+def median_interval(values: list[float], level: float = 0.9, resamples: int = 10_000,
+                    seed: int = 0) -> tuple[float, float]:
+  """A percentile-bootstrap interval of the median of `values`. The machine's speed drifts
+  by ~10% from one round to the next on a shared VM, so one round says little; this says how
+  well --rounds pairs pin the loop's cost down."""
+  import numpy as np
+
+  draws = np.random.default_rng(seed).choice(values, size=(resamples, len(values)))
+  medians = np.median(draws, axis=1)
+  tail = (1 - level) / 2
+  return float(np.quantile(medians, tail)), float(np.quantile(medians, 1 - tail))
+
+
 def fmt(u: dict[str, float]) -> str:
   cpu = u['user'] + u['sys']
   return (f"{u['images_per_sec']:.1f} images/s, system time {100 * u['sys'] / cpu:.1f}% of "
@@ -232,6 +245,11 @@ def main(argv):
     print(f'         bare step {fmt(bare)}')
   ratios = [lp['images_per_sec'] / b['images_per_sec'] for lp, b in zip(loops, bares)]
   print('loop / bare step images/s: ' + ', '.join(f'{r:.3f}' for r in ratios))
+  if len(ratios) >= 4:
+    low, high = median_interval(ratios)
+    quarters = statistics.quantiles(ratios, n=4)
+    print(f'  median {statistics.median(ratios):.3f}, quartiles {quarters[0]:.3f}-'
+          f'{quarters[2]:.3f}; 90% bootstrap interval of the median {low:.3f}-{high:.3f}')
   print(f'input pipeline: {batches_per_sec:.1f} batches/s = {batches_per_sec / rate:.1f}x the '
         f'step rate ({rate:.2f} steps/s)')
   step_s = 1 / rate

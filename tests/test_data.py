@@ -82,6 +82,54 @@ def test_a_batch_is_read_in_one_call_in_shuffled_order_and_a_bad_record_is_named
     pipeline.make_dataset(cfg, 8, seed=3, repeat=False)[0]
 
 
+def test_the_in_memory_cache_reads_once_at_start_and_gives_the_same_batches(
+    tmp_path, idx_dir, monkeypatch):
+  cfg = _data_cfg(tmp_path, idx_dir, random_flip=True)
+  cached_cfg = _data_cfg(tmp_path, idx_dir, random_flip=True, cache_in_memory=True)
+  source = pipeline.load_source(cfg)
+  reads, calls = [], []
+
+  class Counting:  # the TFDS source, counting the records it reads and its batch reads
+    def __len__(self):
+      return len(source)
+
+    def __getitem__(self, index):
+      reads.append(index)
+      return {**source[index], 'unused': np.zeros(1000)}
+
+    def __getitems__(self, indices):
+      calls.append(len(indices))
+      return [self[i] for i in indices]
+
+  monkeypatch.setattr(pipeline, 'load_source', lambda *args: Counting())
+  cached = pipeline.make_dataset(cached_cfg, 8, seed=3)
+  assert sorted(reads) == list(range(40)) and calls == [40]  # every record once, at start
+  reads.clear()
+  plain = pipeline.make_dataset(cfg, 8, seed=3)
+  for i in range(12):  # across an epoch boundary (5 batches an epoch): flips and order match
+    a, b = cached[i], plain[i]
+    np.testing.assert_array_equal(a['image'], b['image'])
+    np.testing.assert_array_equal(a['label'], b['label'])
+  assert len(reads) == 12 * 8  # only the plain dataset read records
+  # Only the features a batch uses are kept.
+  monkeypatch.setattr(pipeline, 'CACHE_CHUNK', 16)
+  calls.clear()
+  kept = pipeline.in_memory(Counting(), cached_cfg, 'train', pipeline.used_keys(cached_cfg))
+  assert len(kept) == 40 and set(kept[0]) == {'image', 'label'} and calls == [16, 16, 8]
+  # A corrupt record fails at start, named, before any batch is asked for.
+  bad = 29
+
+  class Corrupt(Counting):
+    def __getitem__(self, index):
+      if index == bad:
+        raise ValueError('Failed to decode the record')
+      return source[index]
+
+  monkeypatch.setattr(pipeline, 'load_source', lambda *args: Corrupt())
+  with pytest.raises(pipeline.DataError, match=rf"split 'train': example {bad} cannot be read"):
+    pipeline.make_dataset(cached_cfg, 8, seed=3)
+
+
 def test_missing_and_truncated_idx_files_say_how_to_fix(tmp_path, idx_dir):
   with pytest.raises(pipeline.DataError, match='apt-get install dataset-fashion-mnist'):
     pipeline.load_source(_data_cfg(tmp_path, tmp_path / 'nowhere'))

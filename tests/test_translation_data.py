@@ -121,6 +121,22 @@ def test_unpaired_batches_zip_two_domains_with_rows_per_process_and_exact_resume
                                       fashion_mnist.read_split(str(idx_dir), 'test')[0]}
 
 
+def test_the_in_memory_cache_gives_the_same_paired_and_unpaired_batches(tfds_dir, idx_dir):
+  paired = dict(name='edges2fashion', source_key='edges', target_key='image', label_key='',
+                jitter_size=32, random_flip=True)
+  unpaired = dict(name='sneaker2boot', split='trainA', target_split='trainB',
+                  eval_split='testA', target_eval_split='testB', label_key='', random_flip=True)
+  for fields in (paired, unpaired):
+    plain = pipeline.make_dataset(_data_cfg(tfds_dir, idx_dir, **fields), 4, seed=2)
+    cached = pipeline.make_dataset(_data_cfg(tfds_dir, idx_dir, cache_in_memory=True,
+                                             **fields), 4, seed=2)
+    for i in (0, 3, 7):  # the unpaired domains: 5 batches an epoch
+      a, b = plain[i], cached[i]
+      assert set(a) == set(b) == {'source', 'target'}
+      for key in a:
+        np.testing.assert_array_equal(a[key], b[key])
+
+
 def test_tfds_cycle_gan_reads_as_an_unpaired_dataset(tmp_path):
   cfg = _data_cfg(tmp_path, tmp_path, name='cycle_gan/horse2zebra', split='trainA',
                   target_split='trainB', label_key='', channels=3, image_size=32,

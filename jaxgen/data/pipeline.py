@@ -107,6 +107,35 @@ def read_examples(source, indices: list[int], cfg: ml_collections.ConfigDict, sp
   return [read_example(source, index, cfg, split) for index in indices]
 
 
+CACHE_CHUNK = 1024  # records per read while filling the in-memory cache
+
+
+def in_memory(source, cfg: ml_collections.ConfigDict, split: str, keys: list[str]) -> list:
+  """Every example of `source`, read and decoded once, as a list of dicts of numpy arrays
+  holding only `keys` (the features the run uses): `data.cache_in_memory`. A list is a
+  random-access source like TFDS's, so the pipeline reads it the same way, but a batch then
+  costs no record read, parse or PNG decode: for the demo's batches of 64 Fashion-MNIST
+  images, most of the input pipeline's CPU, which ran on the same two cores as the step. A
+  corrupt record fails here, at start, with the DataError of `read_example`."""
+  cached = []
+  for start in range(0, len(source), CACHE_CHUNK):
+    indices = list(range(start, min(start + CACHE_CHUNK, len(source))))
+    for example in read_examples(source, indices, cfg, split):
+      # An example without a wanted key stays whole: the error of `_image_of` lists its keys.
+      cached.append({k: example[k] for k in keys} if all(k in example for k in keys)
+                    else example)
+  logging.info('%s split %r: %d examples cached in memory', cfg.name, split, len(cached))
+  return cached
+
+
+def used_keys(cfg: ml_collections.ConfigDict) -> list[str]:
+  """The features a training batch reads from an example of this data section."""
+  kind = translation_kind(cfg)
+  if kind == 'paired':
+    return [cfg.source_key, cfg.target_key]
+  return [cfg.image_key] + ([cfg.label_key] if cfg.label_key and not kind else [])
+
+
 def image_of(example: dict[str, np.ndarray], index: int, cfg: ml_collections.ConfigDict,
              split: str) -> np.ndarray:
   """The preprocessed image of example `index` of `split`; errors name the example."""
@@ -196,6 +225,18 @@ def _resize(image: np.ndarray, size: int) -> np.ndarray:
   return np.clip(np.stack(resized, axis=-1), -1.0, 1.0)
 
 
+class _Fields:
+  """A data section's fields as plain attributes, for the code that runs per image: reading a
+  ConfigDict field costs ~1 us, ~10 reads per image were ~0.6 ms of a 64-image batch (2-core
+  AMD EPYC, cProfile). Reads only: `.name`, `.get(key, default)`."""
+
+  def __init__(self, cfg: ml_collections.ConfigDict):
+    self.__dict__.update(cfg.to_dict())
+
+  def get(self, key: str, default=None):
+    return self.__dict__.get(key, default)
+
+
 def _index_batches(length: int, global_batch_size: int, seed: int, repeat: bool):
   indices = grain.MapDataset.range(length).seed(seed).shuffle()
   if repeat:
@@ -222,6 +263,10 @@ def make_dataset(cfg: ml_collections.ConfigDict, global_batch_size: int, seed: i
     target = target_config(cfg)
     target_split = target.split if split == cfg.split else target.eval_split
     domains.append((target, target_split, load_source(target, target_split)))
+  if cfg.get('cache_in_memory'):
+    domains = [(domain_cfg, domain_split, in_memory(source, domain_cfg, domain_split,
+                                                      used_keys(domain_cfg)))
+               for domain_cfg, domain_split, source in domains]
   for domain_cfg, domain_split, source in domains:
     if len(source) < global_batch_size:
       raise DataError(f'{domain_cfg.name} split {domain_split!r} has {len(source)} examples, '
@@ -240,6 +285,9 @@ def make_dataset(cfg: ml_collections.ConfigDict, global_batch_size: int, seed: i
       batches, other = batches[:length], other[:length]
     batches = batches.map_with_index(lambda number, first: (first, other[number]))
   first_row = process_index * local_batch
+  cfg = _Fields(cfg)
+  domains = [(_Fields(domain_cfg), domain_split, source)
+             for domain_cfg, domain_split, source in domains]
 
   def rows(global_indices: np.ndarray) -> list[int]:
     return [int(i) for i in global_indices[first_row:first_row + local_batch]]
