@@ -12,7 +12,9 @@ Four numbers, each next to the bare step measured in the same run:
               called on one batch already on the devices. Alternating,
               --rounds times each. Also the system time as a fraction of this process's
               CPU time (getrusage, all threads) and its minor page faults per step, over the
-              same windows.
+              same windows. With 4 or more rounds, the median ratio, its quartiles and a
+              90% bootstrap interval of the median (one round moves by ~10% with a
+              shared machine's speed: ~30 rounds pin a 5% question down).
   input       batches/s of the input pipeline alone (grain iterator and host-to-device
               transfer), as a multiple of the step rate.
   checkpoint  an asynchronous orbax save of the train state (jaxgen/checkpoint.py) started
